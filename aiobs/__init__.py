@@ -1,0 +1,32 @@
+"""aiobs: production observability for model-serving services, in one line.
+
+>>> obs = aiobs.instrument(app, service_name="resnet50-svc")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from aiobs._asgi import ObservabilityMiddleware
+from aiobs._health import ReadinessCheck
+from aiobs._logging import get_logger
+from aiobs._observability import Observability
+from aiobs._settings import ConfigError, Settings
+from aiobs._setup import instrument, setup
+
+try:
+    __version__ = version("aiobs")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ConfigError",
+    "Observability",
+    "ObservabilityMiddleware",
+    "ReadinessCheck",
+    "Settings",
+    "__version__",
+    "get_logger",
+    "instrument",
+    "setup",
+]

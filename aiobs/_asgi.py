@@ -1,0 +1,333 @@
+"""The pure ASGI middleware: one server span, the ``http_*`` metrics and one access line per
+request; the ``/metrics`` and ``/health`` endpoints; bounded flush at lifespan shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from aiobs import _logging, catalog
+from aiobs._metrics import render, wants_openmetrics
+from aiobs._observability import Observability
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+METRICS_PATH = "/metrics"
+HEALTH_PATH = "/health"
+LIVE_PATH = "/health/live"
+READY_PATH = "/health/ready"
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
+)
+# A propagation header longer than this is ignored rather than parsed (W3C limits
+# traceparent to 55 characters and recommends 512 for tracestate; baggage allows 8192).
+MAX_PROPAGATION_HEADER = 8192
+
+_error_log = logging.getLogger("aiobs.http")
+
+
+class _HeaderGetter(Getter[Iterable[tuple[bytes, bytes]]]):
+    """Reads propagation headers straight from ASGI's raw header list."""
+
+    def get(self, carrier: Iterable[tuple[bytes, bytes]], key: str) -> list[str] | None:
+        wanted = key.encode("latin-1")
+        values = [
+            value.decode("latin-1")
+            for name, value in carrier
+            if name == wanted and len(value) <= MAX_PROPAGATION_HEADER
+        ]
+        return values or None
+
+    def keys(self, carrier: Iterable[tuple[bytes, bytes]]) -> list[str]:
+        return [name.decode("latin-1") for name, _ in carrier]
+
+
+_GETTER = _HeaderGetter()
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (``/v1/models/{name}``), mounts included, or
+    ``unmatched``. Read after the router ran: Starlette records the route in the scope."""
+    route = scope.get("route")
+    if route is None:
+        return catalog.UNMATCHED_ROUTE
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not isinstance(template, str):
+        return catalog.UNMATCHED_ROUTE
+    # Inside a mount, root_path grew by the mount's prefix.
+    prefix = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
+    if hasattr(route, "routes") and template.endswith("/{path}"):  # the mount itself
+        return prefix + "/{path}"
+    return prefix + template
+
+
+class ObservabilityMiddleware:
+    """Add with ``app.add_middleware(ObservabilityMiddleware, observability=obs)``, or let
+    :func:`aiobs.instrument` do it."""
+
+    def __init__(self, app: ASGIApp, observability: Observability) -> None:
+        self.app = app
+        self.obs = observability
+        settings = observability.settings
+        instruments = observability.instruments
+        self._tracer = observability.tracer if settings.instrumentation == "aiobs" else None
+        self._propagator = observability.propagator
+        self._public_edge = settings.public_edge
+        self._exemplars = settings.exemplars and not settings.multiprocess_dir
+        self._requests = instruments.http_requests
+        self._duration = instruments.http_duration
+        self._in_flight = instruments.http_in_flight
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._duration_children: dict[tuple[str, str], Any] = {}
+        self._access_log = (
+            structlog.get_logger("aiobs.access").bind() if settings.access_log else None
+        )
+        self._endpoints: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
+            HEALTH_PATH: self._health,
+            LIVE_PATH: self._live,
+            READY_PATH: self._ready,
+        }
+        if not settings.metrics_port:
+            self._endpoints[METRICS_PATH] = self._metrics
+        self._exposition_lock = asyncio.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type == "http":
+            path = scope["path"]
+            root_path = scope.get("root_path", "")
+            if root_path and path.startswith(root_path):
+                path = path[len(root_path) :]
+            endpoint = self._endpoints.get(path)
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+            else:
+                await self._observe(scope, receive, send)
+        elif scope_type == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    # --- requests ----------------------------------------------------------------------
+    async def _observe(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        method = scope["method"]
+        if method not in KNOWN_METHODS:
+            method = "_OTHER"
+        self._in_flight.inc()
+        span = None
+        token = None
+        if self._tracer is not None:
+            span = self._start_span(scope, method)
+            token = otel_context.attach(trace.set_span_in_context(span))
+        status = 0
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        error: Exception | None = None
+        try:
+            await self.app(scope, receive, send_observed)
+        except Exception as exc:  # noqa: BLE001 - answered with a JSON 500, logged once
+            error = exc
+            if status == 0:
+                await self._send_error(send, span)
+            status = 500
+        finally:
+            duration = time.perf_counter() - started
+            self._in_flight.dec()
+            route = route_template(scope)
+            self._record(method, route, status or 500, duration, span)
+            if error is not None:
+                self._report(error, span)
+            if span is not None:
+                self._end_span(span, route, status or 500, error)
+            if self._access_log is not None:
+                self._access(method, route, status or 500, duration)
+            if token is not None:
+                otel_context.detach(token)
+
+    def _start_span(self, scope: Scope, method: str) -> trace.Span:
+        assert self._tracer is not None
+        parent = self._propagator.extract(scope["headers"], getter=_GETTER)
+        links = None
+        if self._public_edge:
+            # A public edge does not let callers choose its trace: new root, caller linked.
+            caller = trace.get_current_span(parent).get_span_context()
+            links = [Link(caller)] if caller.is_valid else None
+            parent = Context()
+        return self._tracer.start_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                catalog.ATTR_HTTP_METHOD: method,
+                catalog.ATTR_URL_PATH: scope["path"],
+                catalog.ATTR_URL_SCHEME: scope.get("scheme", "http"),
+            },
+            links=links,
+        )
+
+    def _record(
+        self, method: str, route: str, status: int, duration: float, span: Any
+    ) -> None:
+        key = (method, route, str(status))
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self._requests.labels(*key)
+        counter.inc()
+        histogram = self._duration_children.get(key[:2])
+        if histogram is None:
+            histogram = self._duration_children[key[:2]] = self._duration.labels(method, route)
+        context = span.get_span_context() if span is not None and self._exemplars else None
+        if context is not None and context.trace_flags.sampled:
+            histogram.observe(duration, {"trace_id": format(context.trace_id, "032x")})
+        else:
+            histogram.observe(duration)
+
+    def _end_span(self, span: Any, route: str, status: int, error: Exception | None) -> None:
+        if span.is_recording():
+            span.update_name(f"{span.name} {route}")
+            span.set_attribute(catalog.ATTR_HTTP_ROUTE, route)
+            span.set_attribute(catalog.ATTR_HTTP_STATUS, status)
+            if status >= 500:
+                span.set_attribute(
+                    catalog.ATTR_ERROR_TYPE, type(error).__name__ if error else str(status)
+                )
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+    def _access(self, method: str, route: str, status: int, duration: float) -> None:
+        assert self._access_log is not None
+        log = self._access_log.error if status >= 500 else self._access_log.info
+        log(
+            catalog.ACCESS_LOG_EVENT,
+            method=method,
+            route=route,
+            status=status,
+            duration_ms=round(duration * 1000, 3),
+        )
+
+    def _report(self, error: Exception, span: Any) -> None:
+        if span is not None and span.is_recording():
+            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            span.add_event(
+                "exception",
+                {
+                    "exception.type": type(error).__qualname__,
+                    "exception.message": _logging.redact_text(str(error))[:4096],
+                    "exception.stacktrace": _logging.redact_text(text),
+                },
+            )
+        _error_log.error("unhandled exception", exc_info=error)
+
+    async def _send_error(self, send: Send, span: Any) -> None:
+        body: dict[str, Any] = {"error": "internal_server_error", "detail": "Internal Server Error"}
+        context = span.get_span_context() if span is not None else None
+        if context is not None and context.is_valid:
+            body["trace_id"] = format(context.trace_id, "032x")
+        try:
+            await _send_json(send, 500, body)
+        except Exception:  # noqa: BLE001 - the client may be gone already
+            pass
+
+    # --- endpoints ---------------------------------------------------------------------
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.obs.readiness.evaluate()
+        accept = _header(scope, b"accept")
+        registry = self.obs.instruments.exposition_registry()
+        openmetrics = wants_openmetrics(accept) and self.obs.settings.exemplars
+        # Exposition is synchronous and grows with the series count: run it on a thread,
+        # one at a time, so neither the event loop nor a scrape storm stalls requests.
+        async with self._exposition_lock:
+            payload, content_type = await asyncio.to_thread(render, registry, openmetrics)
+        await _send_bytes(send, 200, payload, content_type)
+
+    async def _live(self, scope: Scope, receive: Receive, send: Send) -> None:
+        alive = not self.obs.is_shut_down
+        await _send_json(send, 200 if alive else 503, {"status": "pass" if alive else "fail"})
+
+    async def _ready(self, scope: Scope, receive: Receive, send: Send) -> None:
+        results = await self.obs.readiness.evaluate()
+        ready = all(result.ok for result in results) and not self.obs.is_shut_down
+        body = {
+            "status": "pass" if ready else "fail",
+            "checks": {result.name: result.as_json() for result in results},
+        }
+        await _send_json(send, 200 if ready else 503, body)
+
+    async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
+        results = await self.obs.readiness.evaluate()
+        alive = not self.obs.is_shut_down
+        ready = alive and all(result.ok for result in results)
+        body = {
+            "status": "pass" if ready else "fail",
+            "service": self.obs.settings.service_name,
+            "live": alive,
+            "ready": ready,
+            "checks": {result.name: result.as_json() for result in results},
+        }
+        await _send_json(send, 200 if ready else 503, body)
+
+    # --- lifespan ----------------------------------------------------------------------
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_observed() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup" and self.obs.installed:
+                # uvicorn.run() applies its logging config after the app was imported.
+                _logging.route_server_loggers()
+            return message
+
+        async def send_observed(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                # The flush blocks (exporter, stdout): keep it off the event loop.
+                await asyncio.to_thread(self.obs.shutdown)
+            await send(message)
+
+        await self.app(scope, receive_observed, send_observed)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    await _send_bytes(send, status, payload, "application/json")
+
+
+async def _send_bytes(send: Send, status: int, payload: bytes, content_type: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode("latin-1")),
+                (b"content-length", str(len(payload)).encode("latin-1")),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,93 @@
+"""Where log lines go: a bounded buffer drained to a stream by one background thread.
+
+A blocked or slow stdout must never stall the service: the request path only appends to the
+buffer; when the buffer is full the line is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TextIO
+
+
+class LogSink:
+    """A bounded line buffer written to ``stream`` by a daemon thread."""
+
+    def __init__(
+        self,
+        capacity: int,
+        on_drop: Callable[[], None],
+        stream: TextIO | None = None,
+    ) -> None:
+        self._capacity = capacity
+        self._on_drop = on_drop
+        self._stream = stream
+        self._lines: collections.deque[str] = collections.deque()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._closed = False
+        self._start()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: (s := ref()) and s._start())
+
+    @property
+    def stream(self) -> TextIO:
+        # Resolved at write time so that a replaced sys.stdout (pytest, daemons) is honoured.
+        return self._stream if self._stream is not None else sys.stdout
+
+    def write(self, line: str) -> None:
+        """Queue one line (without its newline); never blocks."""
+        if self._closed or len(self._lines) >= self._capacity:
+            self._on_drop()
+            return
+        self._lines.append(line)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every queued line to be written."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while self._lines or not self._idle.is_set():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+    def close(self, timeout: float) -> bool:
+        """Write what is queued (within ``timeout``) and stop accepting lines."""
+        flushed = self.flush(timeout)
+        self._closed = True
+        self._wake.set()
+        return flushed
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="aiobs-log-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        lines = self._lines
+        while not (self._closed and not lines):
+            self._wake.wait(0.5)
+            self._wake.clear()
+            while lines:
+                self._idle.clear()
+                batch = []
+                while lines and len(batch) < 512:
+                    batch.append(lines.popleft())
+                try:
+                    stream = self.stream
+                    stream.write("\n".join(batch) + "\n")
+                    stream.flush()
+                except (OSError, ValueError):
+                    for _ in batch:
+                        self._on_drop()
+            self._idle.set()

@@ -1,0 +1,271 @@
+"""structlog JSON logs: one pipeline for the service's, the standard library's and uvicorn's.
+
+Every line is one JSON object (``ensure_ascii`` escapes newlines, ANSI escapes and U+2028),
+with ``timestamp``, ``level``, ``event``, ``logger`` and ``service``, plus ``trace_id`` and
+``span_id`` inside a span. Secrets are redacted before fields are truncated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+from opentelemetry import trace
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from aiobs._log_sink import LogSink
+from aiobs._settings import Settings
+
+REDACTED = "[REDACTED]"
+
+_SECRET_KEYS = frozenset(
+    {
+        "authorization", "proxy_authorization", "password", "passwd", "secret",
+        "client_secret", "token", "access_token", "refresh_token", "id_token", "api_key",
+        "apikey", "x_api_key", "cookie", "set_cookie", "session", "private_key",
+        "credentials",
+    }
+)
+_SECRET_KEY_SUFFIXES = ("_password", "_secret", "_token", "_api_key", "_apikey")
+_SECRET_VALUES = (
+    # Authorization schemes: "Bearer abc.def", "Basic dXNlcjpw..."
+    (re.compile(r"(?i)\b(bearer|basic|digest)\s+[A-Za-z0-9\-._~+/]+=*"), r"\1 " + REDACTED),
+    # JSON Web Tokens wherever they appear
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # credentials in URLs: scheme://user:password@host
+    (re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+@"), REDACTED + "@"),
+    # key=value pairs in query strings and messages
+    (
+        re.compile(r"(?i)\b(password|passwd|secret|token|access_token|api[_-]?key)=[^&\s\"']+"),
+        r"\1=" + REDACTED,
+    ),
+    # well-known API key shapes
+    (
+        re.compile(r"\b(?:sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16})\b"),
+        REDACTED,
+    ),
+)
+_MAX_DEPTH = 4
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a field or header named ``key`` holds a secret."""
+    normalized = key.lower().replace("-", "_")
+    return normalized in _SECRET_KEYS or normalized.endswith(_SECRET_KEY_SUFFIXES)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with bearer tokens, JWTs, URL credentials and API keys replaced."""
+    for pattern, replacement in _SECRET_VALUES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class Sanitizer:
+    """Redacts secrets, then truncates long strings; recurses into containers."""
+
+    def __init__(self, max_length: int) -> None:
+        self.max_length = max_length
+
+    def __call__(self, _logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+        for key, value in event_dict.items():
+            if is_secret_key(key):
+                event_dict[key] = REDACTED
+            elif key == "exception" and isinstance(value, str):
+                event_dict[key] = self._truncate(redact_text(value), keep_tail=True)
+            else:
+                event_dict[key] = self._clean(value, 0)
+        return event_dict
+
+    def _clean(self, value: Any, depth: int) -> Any:
+        if isinstance(value, str):
+            # Redact a bounded prefix: a secret cut by the final truncation cannot survive.
+            return self._truncate(redact_text(value[: 2 * self.max_length]), len(value))
+        if isinstance(value, (int, float, bool)) or value is None:
+            return value
+        if depth >= _MAX_DEPTH:
+            return self._truncate(redact_text(repr(value)[: 2 * self.max_length]))
+        if isinstance(value, Mapping):
+            return {
+                str(k): REDACTED if is_secret_key(str(k)) else self._clean(v, depth + 1)
+                for k, v in value.items()
+            }
+        if isinstance(value, (list, tuple)):
+            if len(value) == 2 and isinstance(value[0], (str, bytes)):
+                name = value[0].decode("latin-1") if isinstance(value[0], bytes) else value[0]
+                if is_secret_key(name):  # a (header, value) pair
+                    return [name, REDACTED]
+            return [self._clean(item, depth + 1) for item in value[:1000]]
+        return self._clean(str(value), depth)
+
+    def _truncate(self, text: str, original: int | None = None, keep_tail: bool = False) -> str:
+        limit = self.max_length
+        total = len(text) if original is None else max(original, len(text))
+        if total <= limit:
+            return text
+        cut = total - limit
+        if keep_tail:  # a traceback's end says what failed
+            head = limit // 4
+            return f"{text[:head]}...[truncated {cut} chars]...{text[head - limit:]}"
+        return f"{text[:limit]}...[truncated {cut} chars]"
+
+
+def add_trace_ids(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """``trace_id``/``span_id`` of the current span, as the exported span carries them."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict["trace_id"] = format(context.trace_id, "032x")
+        event_dict["span_id"] = format(context.span_id, "016x")
+    return event_dict
+
+
+def add_logger_name(logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    record = event_dict.get("_record")
+    name = record.name if record is not None else getattr(logger, "name", None)
+    event_dict.setdefault("logger", name or "root")
+    return event_dict
+
+
+def _static(key: str, value: str) -> Processor:
+    def add(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+        event_dict[key] = value
+        return event_dict
+
+    return add
+
+
+def _normalize_level(_logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+    level = event_dict.get("level", method)
+    event_dict["level"] = "warning" if level == "warn" else str(level).lower()
+    return event_dict
+
+
+def _json_default(value: Any) -> str:
+    return repr(value)
+
+
+_LEADING_KEYS = ("timestamp", "level", "event", "logger", "service", "trace_id", "span_id")
+
+
+def _render_json(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
+    ordered = {key: event_dict.pop(key) for key in _LEADING_KEYS if key in event_dict}
+    ordered.update(event_dict)
+    return json.dumps(ordered, default=_json_default, ensure_ascii=True)
+
+
+def shared_processors(settings: Settings) -> list[Processor]:
+    """Everything but rendering, applied to structlog and standard-library events alike."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _normalize_level,
+        add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        _static("service", settings.service_name),
+        add_trace_ids,
+        # A plain string traceback: structlog's dict tracebacks would carry every frame's locals.
+        structlog.processors.format_exc_info,
+        Sanitizer(settings.log_max_field_length),
+    ]
+
+
+def renderer(settings: Settings) -> Processor:
+    if settings.log_format == "console":
+        return structlog.dev.ConsoleRenderer(colors=False)
+    return _render_json
+
+
+class SinkLogger:
+    """The structlog logger that hands rendered lines to a :class:`LogSink`."""
+
+    def __init__(self, sink: LogSink, name: str | None = None) -> None:
+        self._sink = sink
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        self._sink.write(message)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+class SinkLoggerFactory:
+    def __init__(self, sink: LogSink) -> None:
+        self._sink = sink
+
+    def __call__(self, *args: Any) -> SinkLogger:
+        return SinkLogger(self._sink, str(args[0]) if args else None)
+
+
+class SinkHandler(logging.Handler):
+    """A standard-library handler that formats through the structlog pipeline."""
+
+    def __init__(self, sink: LogSink, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self._sink = sink
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._sink.write(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
+def configure(settings: Settings, sink: LogSink) -> Callable[[], None]:
+    """Route structlog and the standard library (uvicorn included) into ``sink``.
+
+    Touches process globals (structlog's configuration, the root logger); returns a function
+    that undoes it, for tests.
+    """
+    level = getattr(logging, settings.log_level)
+    shared = shared_processors(settings)
+    structlog.configure(
+        processors=[*shared, renderer(settings)],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=SinkLoggerFactory(sink),
+        context_class=dict,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    renderer(settings)],
+        foreign_pre_chain=shared,
+    )
+    handler = SinkHandler(sink, formatter)
+    root = logging.getLogger()
+    previous = (root.handlers[:], root.level)
+    root.handlers = [handler]
+    root.setLevel(level)
+    route_server_loggers()
+
+    def undo() -> None:
+        structlog.reset_defaults()
+        root.handlers, level_before = previous
+        root.setLevel(level_before)
+
+    return undo
+
+
+def route_server_loggers() -> None:
+    """Send uvicorn's loggers to the root pipeline and silence its access log (aiobs writes
+    one access line per request). Run again after uvicorn applies its own logging config."""
+    for name in _SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        server_logger.handlers = []
+        server_logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
+    access.disabled = True
+
+
+def get_logger(name: str | None = None, **initial_values: Any) -> Any:
+    """A structlog logger that writes JSON lines through the aiobs pipeline."""
+    if name is not None:
+        return structlog.get_logger(name, **initial_values)
+    return structlog.get_logger(**initial_values)

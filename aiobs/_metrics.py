@@ -1,0 +1,134 @@
+"""Prometheus instruments, created from the catalog on an injected registry."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest as generate_text
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.openmetrics.exposition import (
+    CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE,
+)
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from aiobs import catalog
+from aiobs._settings import ConfigError
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def create(metric: catalog.Metric, registry: CollectorRegistry | None) -> Any:
+    """The prometheus_client instrument for a catalog entry, registered on ``registry``."""
+    if metric.kind == "counter":
+        return Counter(metric.base_name, metric.help, metric.labels, registry=registry)
+    if metric.kind == "histogram":
+        return Histogram(
+            metric.name, metric.help, metric.labels, registry=registry, buckets=metric.buckets
+        )
+    return Gauge(
+        metric.name,
+        metric.help,
+        metric.labels,
+        registry=registry,
+        multiprocess_mode=metric.multiprocess_mode,  # type: ignore[arg-type]
+    )
+
+
+class Instruments:
+    """The instruments one :class:`~aiobs.Observability` records into.
+
+    In multiprocess mode the values live in per-process files and the instruments are not
+    registered anywhere; :meth:`exposition_registry` then merges every worker's files.
+    """
+
+    def __init__(self, registry: CollectorRegistry, multiprocess_dir: str | None) -> None:
+        self.registry = registry
+        self.multiprocess_dir = multiprocess_dir
+        target = None if multiprocess_dir else registry
+        self._target = target
+        self._created: dict[str, Any] = {}
+        self.http_requests = self.get(catalog.HTTP_REQUESTS)
+        self.http_duration = self.get(catalog.HTTP_REQUEST_DURATION)
+        self.http_in_flight = self.get(catalog.HTTP_REQUESTS_IN_FLIGHT)
+        self.service_ready = self.get(catalog.SERVICE_READY)
+        self.spans_exported = self.get(catalog.SPANS_EXPORTED)
+        self.span_export_failures = self.get(catalog.SPAN_EXPORT_FAILURES)
+        self.spans_dropped = self.get(catalog.SPANS_DROPPED)
+        self.log_lines_dropped = self.get(catalog.LOG_LINES_DROPPED)
+
+    def get(self, metric: catalog.Metric) -> Any:
+        """The instrument for ``metric``, created on first use."""
+        instrument = self._created.get(metric.name)
+        if instrument is None:
+            instrument = self._created[metric.name] = create(metric, self._target)
+        return instrument
+
+    def exposition_registry(self) -> CollectorRegistry:
+        """The registry ``/metrics`` renders."""
+        if not self.multiprocess_dir:
+            return self.registry
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        return merged
+
+
+def render(registry: CollectorRegistry, openmetrics: bool) -> tuple[bytes, str]:
+    """The exposition of ``registry`` and its content type (blocking: call off the loop)."""
+    if openmetrics:
+        return generate_openmetrics(registry), OPENMETRICS_CONTENT_TYPE
+    return generate_text(registry), TEXT_CONTENT_TYPE
+
+
+def wants_openmetrics(accept: str) -> bool:
+    """Whether an ``Accept`` header asks for OpenMetrics (the format exemplars travel in)."""
+    return "application/openmetrics-text" in accept
+
+
+def check_multiprocess_dir(configured: str | None, environ: dict[str, str] | Any) -> None:
+    """prometheus_client picks multiprocess mode from the environment at import time, so a
+    directory set anywhere else would silently not be used."""
+    if configured and environ.get(MULTIPROCESS_VARIABLE) != configured:
+        raise ConfigError(
+            f"multiprocess_dir: set it through {MULTIPROCESS_VARIABLE} before the process "
+            "imports prometheus_client; prometheus_client reads only that variable"
+        )
+    if configured and not os.path.isdir(configured):
+        raise ConfigError(f"{MULTIPROCESS_VARIABLE}={configured}: not a directory")
+
+
+def mark_dead_workers(directory: str, alive: Callable[[int], bool]) -> list[int]:
+    """Remove the live-gauge files of worker processes that no longer run.
+
+    Counters and histograms of dead workers stay: deleting them would make the service's
+    counters go backwards. Returns the process ids that were marked dead.
+    """
+    dead: set[int] = set()
+    for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
+        pid_text = os.path.basename(path).rsplit("_", 1)[-1].removesuffix(".db")
+        if pid_text.isdigit() and not alive(int(pid_text)):
+            dead.add(int(pid_text))
+    for pid in dead:
+        mark_process_dead(pid, directory)
+    return sorted(dead)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists (signal 0 probes without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wipe_multiprocess_dir(directory: str) -> None:
+    """Delete every metrics file in ``directory``; call once, before workers start."""
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(path)

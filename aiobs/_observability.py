@@ -1,0 +1,190 @@
+"""The :class:`Observability` object: every component of one process, built from settings."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from typing import Any, TextIO
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from aiobs import _logging, catalog
+from aiobs._health import Readiness, ReadinessCheck
+from aiobs._log_sink import LogSink
+from aiobs._metrics import Instruments, check_multiprocess_dir, mark_dead_workers, process_alive
+from aiobs._settings import Settings
+from aiobs._tracing import build_propagator, build_tracer_provider
+
+_log = logging.getLogger("aiobs")
+
+
+class Observability:
+    """Metrics, traces, logs and health of one process.
+
+    Build it with :func:`aiobs.setup` or :func:`aiobs.instrument`; tests may construct it
+    directly with their own registry, span exporter and log stream, and call :meth:`install`
+    only if they want the process-wide parts (logging routes, the global tracer provider).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        span_exporter: SpanExporter | None = None,
+        log_stream: TextIO | None = None,
+        environ: Any = None,
+    ) -> None:
+        self.settings = settings
+        check_multiprocess_dir(settings.multiprocess_dir, os.environ if environ is None else environ)
+        if settings.multiprocess_dir:
+            mark_dead_workers(settings.multiprocess_dir, process_alive)
+        self.instruments = Instruments(
+            registry if registry is not None else REGISTRY, settings.multiprocess_dir
+        )
+        self.tracer_provider: TracerProvider | None = None
+        self.tracer: trace.Tracer | None = None
+        if settings.tracing:
+            self.tracer_provider = build_tracer_provider(settings, self.instruments, span_exporter)
+            self.tracer = self.tracer_provider.get_tracer("aiobs")
+        self.propagator = build_propagator(settings)
+        self.log_sink = LogSink(
+            settings.log_queue_size, self.instruments.log_lines_dropped.inc, log_stream
+        )
+        self.readiness = Readiness(settings.readiness_timeout, self._set_ready)
+        self.instruments.service_ready.set(1)
+        self._undo_logging: Any = None
+        self._shutdown_lock = threading.Lock()
+        self._shut_down = False
+        self.metrics_server: Any = None
+        self._loaded_models: set[tuple[str, str, str, str]] = set()
+
+    # --- process-wide set-up -----------------------------------------------------------
+    def install(self) -> Observability:
+        """Route logging through aiobs, make this the global tracer provider and propagator,
+        flush at exit. The only method that touches process globals."""
+        self._undo_logging = _logging.configure(self.settings, self.log_sink)
+        propagate.set_global_textmap(self.propagator)
+        if self.tracer_provider is not None:
+            trace.set_tracer_provider(self.tracer_provider)
+        if self.settings.metrics_port:
+            self.start_metrics_server()
+        atexit.register(self._at_exit)
+        return self
+
+    def uninstall(self) -> None:
+        """Undo :meth:`install`'s logging changes (the OpenTelemetry API allows one global
+        tracer provider per process, so that one stays)."""
+        atexit.unregister(self._at_exit)
+        if self._undo_logging is not None:
+            self._undo_logging()
+            self._undo_logging = None
+
+    def start_metrics_server(self) -> None:
+        """Serve ``/metrics`` on its own port (``AIOBS_METRICS_PORT``) from a thread."""
+        from prometheus_client import start_http_server
+
+        from aiobs._settings import ConfigError
+
+        try:
+            self.metrics_server = start_http_server(
+                self.settings.metrics_port,
+                self.settings.metrics_addr,
+                registry=self.instruments.exposition_registry(),
+            )
+        except OSError as error:
+            raise ConfigError(
+                f"AIOBS_METRICS_PORT={self.settings.metrics_port}: cannot listen on "
+                f"{self.settings.metrics_addr} ({error.strerror})"
+            ) from None
+
+    # --- public API ----------------------------------------------------------------------
+    def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
+        """Make ``/health/ready`` (and ``ai_service_ready``) depend on ``check``."""
+        self.readiness.add(name, check)
+        self.instruments.service_ready.set(0)
+
+    def model_loaded(
+        self,
+        model: str,
+        model_version: str,
+        *,
+        runtime: str,
+        device: str,
+        load_seconds: float | None = None,
+    ) -> None:
+        """Record that a model is loaded (``ai_model_info``, load time, cache size)."""
+        self.instruments.get(catalog.MODEL_INFO).labels(model, model_version, runtime, device).set(1)
+        if load_seconds is not None:
+            self.instruments.get(catalog.MODEL_LOAD_DURATION).labels(model, model_version).set(
+                load_seconds
+            )
+        self._loaded_models.add((model, model_version, runtime, device))
+        self.instruments.get(catalog.MODEL_CACHE_SIZE).set(len(self._loaded_models))
+
+    def model_unloaded(self, model: str, model_version: str) -> None:
+        """Record that a model left memory."""
+        info = self.instruments.get(catalog.MODEL_INFO)
+        for key in [k for k in self._loaded_models if k[:2] == (model, model_version)]:
+            self._loaded_models.discard(key)
+            info.remove(*key)
+        self.instruments.get(catalog.MODEL_CACHE_SIZE).set(len(self._loaded_models))
+
+    def force_flush(self, timeout: float = 5.0) -> bool:
+        """Export queued spans and write queued log lines (blocking: not on the event loop)."""
+        deadline = time.monotonic() + timeout
+        spans = True
+        if self.tracer_provider is not None:
+            spans = self.tracer_provider.force_flush(int(timeout * 1000))
+        return self.log_sink.flush(max(0.0, deadline - time.monotonic())) and spans
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush and stop within ``timeout`` seconds (default ``AIOBS_SHUTDOWN_TIMEOUT``).
+
+        Never blocks longer than the budget, whatever the collector does: the exporter's
+        shutdown runs on a daemon thread that is abandoned when the budget is spent.
+        Returns whether everything was flushed in time. Idempotent.
+        """
+        with self._shutdown_lock:
+            if self._shut_down:
+                return True
+            self._shut_down = True
+        budget = self.settings.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
+        finished = True
+        if self.tracer_provider is not None:
+            provider = self.tracer_provider
+            worker = threading.Thread(
+                target=lambda: provider.shutdown(), name="aiobs-shutdown", daemon=True
+            )
+            worker.start()
+            worker.join(max(0.0, deadline - time.monotonic() - 0.05))
+            finished = not worker.is_alive()
+            if not finished:
+                _log.warning("trace export did not finish within the shutdown budget")
+        if self.metrics_server is not None:
+            self.metrics_server[0].shutdown()
+        # The sink stays open: the server logs its last lines after the app shut down.
+        return self.log_sink.flush(max(0.0, deadline - time.monotonic())) and finished
+
+    def _at_exit(self) -> None:
+        self.shutdown()
+        self.log_sink.flush(1.0)
+
+    @property
+    def installed(self) -> bool:
+        """Whether :meth:`install` routed the process's logging through aiobs."""
+        return self._undo_logging is not None
+
+    @property
+    def is_shut_down(self) -> bool:
+        return self._shut_down
+
+    def _set_ready(self, ready: bool) -> None:
+        self.instruments.service_ready.set(1 if ready else 0)

@@ -1,0 +1,68 @@
+"""The set-up functions: the only code that creates the process-wide Observability."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from aiobs._asgi import ObservabilityMiddleware
+from aiobs._observability import Observability
+from aiobs._settings import Settings
+
+_lock = threading.Lock()
+_current: Observability | None = None
+
+
+def setup(
+    *, environ: Mapping[str, str] | None = None, **settings: Any
+) -> Observability:
+    """Set up metrics, traces and logs for this process, once; later calls return the same
+    object. ``settings`` are :class:`~aiobs.Settings` fields (``service_name=...``) and win
+    over the environment and the YAML file."""
+    global _current
+    with _lock:
+        if _current is None:
+            resolved = Settings.load(settings, environ)
+            _current = Observability(resolved, environ=environ).install()
+        return _current
+
+
+def instrument(
+    app: Any,
+    *,
+    observability: Observability | None = None,
+    environ: Mapping[str, str] | None = None,
+    **settings: Any,
+) -> Observability:
+    """Give a FastAPI (or Starlette) app metrics, traces, JSON logs and health endpoints.
+
+    Idempotent: instrumenting the same app again returns its Observability unchanged.
+    Pass ``observability`` to use one built elsewhere (tests inject registries this way).
+    """
+    existing = getattr(app.state, "aiobs", None)
+    if isinstance(existing, Observability):
+        return existing
+    obs = observability if observability is not None else setup(environ=environ, **settings)
+    _stand_aside_fastapi_telemetry(app, obs)
+    app.add_middleware(ObservabilityMiddleware, observability=obs)
+    if obs.settings.instrumentation == "opentelemetry" and obs.tracer_provider is not None:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=obs.tracer_provider,
+            excluded_urls="/metrics$,/health$,/health/live$,/health/ready$",
+            exclude_spans=["send", "receive"],
+        )
+    app.state.aiobs = obs
+    return obs
+
+
+def _stand_aside_fastapi_telemetry(app: Any, obs: Observability) -> None:
+    """FastAPI 0.165+ makes its own server span as soon as a global SDK tracer provider
+    exists; aiobs makes exactly one per request, so FastAPI's own telemetry is turned off
+    for this app (its config dict is read per request)."""
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict) and {"tracing", "metrics", "logs"} <= config.keys():
+        config.update(tracing=False, metrics=False, logs=False, auto_configure=False)
