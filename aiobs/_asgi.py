@@ -4,6 +4,7 @@ request; the ``/metrics`` and ``/health`` endpoints; bounded flush at lifespan s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -71,7 +72,8 @@ def route_template(scope: Scope) -> str:
     if not isinstance(template, str):
         return catalog.UNMATCHED_ROUTE
     # Inside a mount, root_path grew by the mount's prefix.
-    prefix = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
+    root_path: str = scope.get("root_path", "")
+    prefix = root_path[len(scope.get("app_root_path", "")) :]
     if hasattr(route, "routes") and template.endswith("/{path}"):  # the mount itself
         return prefix + "/{path}"
     return prefix + template
@@ -187,9 +189,7 @@ class ObservabilityMiddleware:
             links=links,
         )
 
-    def _record(
-        self, method: str, route: str, status: int, duration: float, span: Any
-    ) -> None:
+    def _record(self, method: str, route: str, status: int, duration: float, span: Any) -> None:
         key = (method, route, str(status))
         counter = self._request_children.get(key)
         if counter is None:
@@ -245,10 +245,8 @@ class ObservabilityMiddleware:
         context = span.get_span_context() if span is not None else None
         if context is not None and context.is_valid:
             body["trace_id"] = format(context.trace_id, "032x")
-        try:
+        with contextlib.suppress(OSError, RuntimeError):  # the client may be gone already
             await _send_json(send, 500, body)
-        except Exception:  # noqa: BLE001 - the client may be gone already
-            pass
 
     # --- endpoints ---------------------------------------------------------------------
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:

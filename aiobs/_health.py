@@ -7,9 +7,9 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
-ReadinessCheck = Callable[[], Union[bool, Awaitable[bool]]]
+ReadinessCheck = Callable[[], bool | Awaitable[bool]]
 """Returns (or resolves to) ``True`` when ready; ``False`` or an exception means not ready."""
 
 
@@ -47,9 +47,7 @@ class Readiness:
         self._checks.pop(name, None)
 
     async def evaluate(self) -> list[CheckResult]:
-        results = list(
-            await asyncio.gather(*(self._run(n, c) for n, c in self._checks.items()))
-        )
+        results = list(await asyncio.gather(*(self._run(n, c) for n, c in self._checks.items())))
         self._on_result(all(result.ok for result in results))
         return results
 

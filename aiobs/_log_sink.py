@@ -36,7 +36,7 @@ class LogSink:
         self._start()
         if hasattr(os, "register_at_fork"):
             ref = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: (s := ref()) and s._start())
+            os.register_at_fork(after_in_child=lambda: _restart(ref))
 
     @property
     def stream(self) -> TextIO:
@@ -80,7 +80,7 @@ class LogSink:
             self._wake.clear()
             while lines:
                 self._idle.clear()
-                batch = []
+                batch: list[str] = []
                 while lines and len(batch) < 512:
                     batch.append(lines.popleft())
                 try:
@@ -91,3 +91,10 @@ class LogSink:
                     for _ in batch:
                         self._on_drop()
             self._idle.set()
+
+
+def _restart(ref: weakref.ReferenceType[LogSink]) -> None:
+    """In a forked child the writer thread is gone: start a new one."""
+    sink = ref()
+    if sink is not None:
+        sink._start()

@@ -24,9 +24,23 @@ REDACTED = "[REDACTED]"
 
 _SECRET_KEYS = frozenset(
     {
-        "authorization", "proxy_authorization", "password", "passwd", "secret",
-        "client_secret", "token", "access_token", "refresh_token", "id_token", "api_key",
-        "apikey", "x_api_key", "cookie", "set_cookie", "session", "private_key",
+        "authorization",
+        "proxy_authorization",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "api_key",
+        "apikey",
+        "x_api_key",
+        "cookie",
+        "set_cookie",
+        "session",
+        "private_key",
         "credentials",
     }
 )
@@ -111,7 +125,7 @@ class Sanitizer:
         cut = total - limit
         if keep_tail:  # a traceback's end says what failed
             head = limit // 4
-            return f"{text[:head]}...[truncated {cut} chars]...{text[head - limit:]}"
+            return f"{text[:head]}...[truncated {cut} chars]...{text[head - limit :]}"
         return f"{text[:limit]}...[truncated {cut} chars]"
 
 
@@ -232,8 +246,7 @@ def configure(settings: Settings, sink: LogSink) -> Callable[[], None]:
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    renderer(settings)],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer(settings)],
         foreign_pre_chain=shared,
     )
     handler = SinkHandler(sink, formatter)

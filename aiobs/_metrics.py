@@ -73,14 +73,14 @@ class Instruments:
         if not self.multiprocess_dir:
             return self.registry
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return merged
 
 
 def render(registry: CollectorRegistry, openmetrics: bool) -> tuple[bytes, str]:
     """The exposition of ``registry`` and its content type (blocking: call off the loop)."""
     if openmetrics:
-        return generate_openmetrics(registry), OPENMETRICS_CONTENT_TYPE
+        return generate_openmetrics(registry), OPENMETRICS_CONTENT_TYPE  # type: ignore[no-untyped-call]
     return generate_text(registry), TEXT_CONTENT_TYPE
 
 
@@ -113,7 +113,7 @@ def mark_dead_workers(directory: str, alive: Callable[[int], bool]) -> list[int]
         if pid_text.isdigit() and not alive(int(pid_text)):
             dead.add(int(pid_text))
     for pid in dead:
-        mark_process_dead(pid, directory)
+        mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
     return sorted(dead)
 
 

@@ -42,7 +42,9 @@ class Observability:
         environ: Any = None,
     ) -> None:
         self.settings = settings
-        check_multiprocess_dir(settings.multiprocess_dir, os.environ if environ is None else environ)
+        check_multiprocess_dir(
+            settings.multiprocess_dir, os.environ if environ is None else environ
+        )
         if settings.multiprocess_dir:
             mark_dead_workers(settings.multiprocess_dir, process_alive)
         self.instruments = Instruments(
@@ -71,7 +73,11 @@ class Observability:
         flush at exit. The only method that touches process globals."""
         self._undo_logging = _logging.configure(self.settings, self.log_sink)
         propagate.set_global_textmap(self.propagator)
-        if self.tracer_provider is not None:
+        # The API allows one global provider per process; an existing one is kept.
+        global_provider = trace.get_tracer_provider()
+        if self.tracer_provider is not None and isinstance(
+            global_provider, trace.ProxyTracerProvider
+        ):
             trace.set_tracer_provider(self.tracer_provider)
         if self.settings.metrics_port:
             self.start_metrics_server()
@@ -120,7 +126,9 @@ class Observability:
         load_seconds: float | None = None,
     ) -> None:
         """Record that a model is loaded (``ai_model_info``, load time, cache size)."""
-        self.instruments.get(catalog.MODEL_INFO).labels(model, model_version, runtime, device).set(1)
+        self.instruments.get(catalog.MODEL_INFO).labels(model, model_version, runtime, device).set(
+            1
+        )
         if load_seconds is not None:
             self.instruments.get(catalog.MODEL_LOAD_DURATION).labels(model, model_version).set(
                 load_seconds

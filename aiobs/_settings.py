@@ -112,6 +112,9 @@ class Settings:
             # OTLP/HTTP appends the signal path to the base endpoint; gRPC uses it as it is.
             grpc = values.get("otlp_protocol") == "grpc"
             values["otlp_endpoint"] = base if grpc else base.rstrip("/") + "/v1/traces"
+        resource = values.get("resource_attributes", {})
+        if "service_name" not in values and "service.name" in resource:
+            values["service_name"] = resource["service.name"]
         return cls(**values)
 
     def masked(self) -> dict[str, Any]:
@@ -234,7 +237,9 @@ def _propagators(raw: Any, source: str) -> tuple[str, ...]:
     names = tuple(str(item).strip().lower() for item in items if str(item).strip())
     for name in names:
         if name not in PROPAGATORS:
-            raise ConfigError(f"{source}: unknown propagator {name!r}; use {', '.join(PROPAGATORS)}")
+            raise ConfigError(
+                f"{source}: unknown propagator {name!r}; use {', '.join(PROPAGATORS)}"
+            )
     return tuple(name for name in names if name != "none")
 
 
@@ -293,8 +298,9 @@ _FIELDS: tuple[_Field, ...] = (
 )
 _BY_NAME = {spec.name: spec for spec in _FIELDS}
 
-ENVIRONMENT_VARIABLES: tuple[str, ...] = (CONFIG_FILE_VARIABLE,) + tuple(
-    variable for spec in _FIELDS for variable in spec.variables
+ENVIRONMENT_VARIABLES: tuple[str, ...] = (
+    CONFIG_FILE_VARIABLE,
+    *(variable for spec in _FIELDS for variable in spec.variables),
 )
 """Every environment variable aiobs reads."""
 

@@ -14,9 +14,7 @@ _lock = threading.Lock()
 _current: Observability | None = None
 
 
-def setup(
-    *, environ: Mapping[str, str] | None = None, **settings: Any
-) -> Observability:
+def setup(*, environ: Mapping[str, str] | None = None, **settings: Any) -> Observability:
     """Set up metrics, traces and logs for this process, once; later calls return the same
     object. ``settings`` are :class:`~aiobs.Settings` fields (``service_name=...``) and win
     over the environment and the YAML file."""

@@ -79,7 +79,7 @@ class CountingSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
             result = self._exporter.export(spans)
-        except Exception:  # noqa: BLE001 - an exporter bug must not kill the export thread
+        except Exception:
             logging.getLogger("aiobs.tracing").warning("span exporter raised", exc_info=True)
             result = SpanExportResult.FAILURE
         (self._exported if result is SpanExportResult.SUCCESS else self._failed).inc(len(spans))
@@ -113,9 +113,10 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
-        if self._queue is not None and context is not None and context.trace_flags.sampled:
-            if len(self._queue) >= self._capacity:
-                self._dropped.inc()
+        queue = self._queue
+        sampled = context is not None and context.trace_flags.sampled
+        if sampled and queue is not None and len(queue) >= self._capacity:
+            self._dropped.inc()
         super().on_end(span)
 
 
@@ -127,7 +128,7 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
     headers = dict(settings.otlp_headers)
     if settings.otlp_protocol == "grpc":
         try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
                 OTLPSpanExporter as GrpcSpanExporter,
             )
         except ImportError:
@@ -135,7 +136,7 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
                 "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the gRPC exporter: "
                 "pip install 'aiobs[grpc]'"
             ) from None
-        return GrpcSpanExporter(  # type: ignore[no-any-return]
+        return GrpcSpanExporter(  # type: ignore[no-any-return,unused-ignore]
             endpoint=settings.otlp_endpoint, headers=headers, timeout=settings.otlp_timeout
         )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

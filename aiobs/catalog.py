@@ -20,7 +20,7 @@ MODEL = "model"
 MODEL_VERSION = "model_version"
 ERROR_TYPE = "error_type"
 STAGE = "stage"
-TOKEN_TYPE = "type"
+TOKEN_TYPE = "type"  # noqa: S105 - a label name, not a secret
 RUNTIME = "runtime"
 DEVICE = "device"
 GPU = "gpu"
@@ -38,17 +38,58 @@ TOKEN_TYPES = ("input", "output")
 
 # --- buckets -----------------------------------------------------------------------------
 LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
 )
 """Milliseconds to tens of seconds: a cache hit to a long generation."""
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 TIME_TO_FIRST_TOKEN_BUCKETS = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
 )
 """OpenTelemetry GenAI semantic conventions, ``gen_ai.server.time_to_first_token``."""
 TIME_PER_OUTPUT_TOKEN_BUCKETS = (
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
 )
 """OpenTelemetry GenAI semantic conventions, ``gen_ai.server.time_per_output_token``."""
 
@@ -84,77 +125,103 @@ class Metric:
 
 # --- HTTP --------------------------------------------------------------------------------
 HTTP_REQUESTS = Metric(
-    "http_requests_total", "counter",
+    "http_requests_total",
+    "counter",
     "HTTP requests served, by route template and status code.",
     (METHOD, ROUTE, STATUS),
 )
 HTTP_REQUEST_DURATION = Metric(
-    "http_request_duration_seconds", "histogram",
+    "http_request_duration_seconds",
+    "histogram",
     "Server-side HTTP request latency.",
-    (METHOD, ROUTE), LATENCY_BUCKETS,
+    (METHOD, ROUTE),
+    LATENCY_BUCKETS,
 )
 HTTP_REQUESTS_IN_FLIGHT = Metric(
     "http_requests_in_flight", "gauge", "HTTP requests being served now."
 )
 
 # --- inference ---------------------------------------------------------------------------
-INFERENCE = Metric(
-    "ai_inference_total", "counter", "Inferences attempted.", (MODEL, MODEL_VERSION)
-)
+INFERENCE = Metric("ai_inference_total", "counter", "Inferences attempted.", (MODEL, MODEL_VERSION))
 INFERENCE_ERRORS = Metric(
-    "ai_inference_errors_total", "counter",
-    "Failed inferences, by exception class.", (MODEL, MODEL_VERSION, ERROR_TYPE),
+    "ai_inference_errors_total",
+    "counter",
+    "Failed inferences, by exception class.",
+    (MODEL, MODEL_VERSION, ERROR_TYPE),
 )
 INFERENCE_DURATION = Metric(
-    "ai_inference_duration_seconds", "histogram",
-    "End-to-end inference time.", (MODEL, MODEL_VERSION), LATENCY_BUCKETS,
+    "ai_inference_duration_seconds",
+    "histogram",
+    "End-to-end inference time.",
+    (MODEL, MODEL_VERSION),
+    LATENCY_BUCKETS,
 )
 INFERENCE_STAGE_DURATION = Metric(
-    "ai_inference_stage_duration_seconds", "histogram",
+    "ai_inference_stage_duration_seconds",
+    "histogram",
     "Time spent in one stage of an inference (queue, preprocess, compute, postprocess).",
-    (MODEL, MODEL_VERSION, STAGE), LATENCY_BUCKETS,
+    (MODEL, MODEL_VERSION, STAGE),
+    LATENCY_BUCKETS,
 )
 INFERENCE_BATCH_SIZE = Metric(
-    "ai_inference_batch_size", "histogram",
-    "Items per executed batch.", (MODEL, MODEL_VERSION), BATCH_SIZE_BUCKETS,
+    "ai_inference_batch_size",
+    "histogram",
+    "Items per executed batch.",
+    (MODEL, MODEL_VERSION),
+    BATCH_SIZE_BUCKETS,
 )
-INFERENCE_IN_FLIGHT = Metric(
-    "ai_inference_in_flight", "gauge", "Inferences running now.", (MODEL,)
-)
+INFERENCE_IN_FLIGHT = Metric("ai_inference_in_flight", "gauge", "Inferences running now.", (MODEL,))
 INFERENCE_QUEUE_DEPTH = Metric(
     "ai_inference_queue_depth", "gauge", "Requests waiting for a batch slot.", (MODEL,)
 )
 PREDICTION_CONFIDENCE = Metric(
-    "ai_prediction_confidence", "histogram",
-    "Top-1 confidence of predictions.", (MODEL, MODEL_VERSION), CONFIDENCE_BUCKETS,
+    "ai_prediction_confidence",
+    "histogram",
+    "Top-1 confidence of predictions.",
+    (MODEL, MODEL_VERSION),
+    CONFIDENCE_BUCKETS,
 )
 TOKENS = Metric(
-    "ai_tokens_total", "counter",
-    "Tokens processed, by type (input, output).", (MODEL, MODEL_VERSION, TOKEN_TYPE),
+    "ai_tokens_total",
+    "counter",
+    "Tokens processed, by type (input, output).",
+    (MODEL, MODEL_VERSION, TOKEN_TYPE),
 )
 TIME_TO_FIRST_TOKEN = Metric(
-    "ai_time_to_first_token_seconds", "histogram",
+    "ai_time_to_first_token_seconds",
+    "histogram",
     "Time from the start of a generation to its first output token.",
-    (MODEL, MODEL_VERSION), TIME_TO_FIRST_TOKEN_BUCKETS,
+    (MODEL, MODEL_VERSION),
+    TIME_TO_FIRST_TOKEN_BUCKETS,
 )
 TIME_PER_OUTPUT_TOKEN = Metric(
-    "ai_time_per_output_token_seconds", "histogram",
+    "ai_time_per_output_token_seconds",
+    "histogram",
     "Time per output token after the first.",
-    (MODEL, MODEL_VERSION), TIME_PER_OUTPUT_TOKEN_BUCKETS,
+    (MODEL, MODEL_VERSION),
+    TIME_PER_OUTPUT_TOKEN_BUCKETS,
 )
 MODEL_INFO = Metric(
-    "ai_model_info", "gauge", "Loaded models (value 1), with runtime and device.",
-    (MODEL, MODEL_VERSION, RUNTIME, DEVICE), multiprocess_mode="livemax",
+    "ai_model_info",
+    "gauge",
+    "Loaded models (value 1), with runtime and device.",
+    (MODEL, MODEL_VERSION, RUNTIME, DEVICE),
+    multiprocess_mode="livemax",
 )
 MODEL_LOAD_DURATION = Metric(
-    "ai_model_load_duration_seconds", "gauge", "Duration of the last model load.",
-    (MODEL, MODEL_VERSION), multiprocess_mode="livemax",
+    "ai_model_load_duration_seconds",
+    "gauge",
+    "Duration of the last model load.",
+    (MODEL, MODEL_VERSION),
+    multiprocess_mode="livemax",
 )
 MODEL_CACHE_SIZE = Metric(
     "ai_model_cache_size", "gauge", "Models held in memory.", multiprocess_mode="livemax"
 )
 SERVICE_READY = Metric(
-    "ai_service_ready", "gauge", "1 while every readiness check passes, else 0.",
+    "ai_service_ready",
+    "gauge",
+    "1 while every readiness check passes, else 0.",
     multiprocess_mode="livemin",
 )
 
@@ -162,18 +229,14 @@ SERVICE_READY = Metric(
 GPU_UTILIZATION = Metric(
     "ai_gpu_utilization_ratio", "gauge", "GPU utilization, 0 to 1.", (GPU, GPU_NAME)
 )
-GPU_MEMORY_USED = Metric(
-    "ai_gpu_memory_used_bytes", "gauge", "GPU device memory in use.", (GPU,)
-)
+GPU_MEMORY_USED = Metric("ai_gpu_memory_used_bytes", "gauge", "GPU device memory in use.", (GPU,))
 GPU_MEMORY_TOTAL = Metric(
     "ai_gpu_memory_total_bytes", "gauge", "GPU device memory in total.", (GPU,)
 )
 GPU_PROCESS_MEMORY_USED = Metric(
     "ai_gpu_process_memory_used_bytes", "gauge", "GPU memory held by this process.", (GPU,)
 )
-GPU_TEMPERATURE = Metric(
-    "ai_gpu_temperature_celsius", "gauge", "GPU temperature.", (GPU,)
-)
+GPU_TEMPERATURE = Metric("ai_gpu_temperature_celsius", "gauge", "GPU temperature.", (GPU,))
 GPU_POWER = Metric("ai_gpu_power_watts", "gauge", "GPU power draw.", (GPU,))
 
 # --- self-monitoring ---------------------------------------------------------------------
@@ -181,20 +244,25 @@ SPANS_EXPORTED = Metric(
     "aiobs_spans_exported_total", "counter", "Spans accepted by the trace exporter's endpoint."
 )
 SPAN_EXPORT_FAILURES = Metric(
-    "aiobs_span_export_failures_total", "counter",
+    "aiobs_span_export_failures_total",
+    "counter",
     "Spans in export batches that failed (endpoint down, timeout, rejected).",
 )
 SPANS_DROPPED = Metric(
-    "aiobs_spans_dropped_total", "counter",
+    "aiobs_spans_dropped_total",
+    "counter",
     "Spans dropped before export because the span queue was full.",
 )
 LOG_LINES_DROPPED = Metric(
-    "aiobs_log_lines_dropped_total", "counter",
+    "aiobs_log_lines_dropped_total",
+    "counter",
     "Log lines dropped because the output (stdout) could not keep up.",
 )
 LABEL_VALUES_FOLDED = Metric(
-    "aiobs_label_values_folded_total", "counter",
-    "Label values folded into 'other' by the cardinality guard.", (METRIC, LABEL),
+    "aiobs_label_values_folded_total",
+    "counter",
+    "Label values folded into 'other' by the cardinality guard.",
+    (METRIC, LABEL),
 )
 
 METRICS: tuple[Metric, ...] = tuple(

@@ -1,0 +1,182 @@
+"""JSON log lines: keys, trace correlation, redaction, truncation, one line per event."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
+
+import aiobs
+from aiobs._log_sink import LogSink
+from aiobs._logging import REDACTED, Sanitizer, redact_text
+from tests.conftest import Harness
+
+
+def test_every_line_has_the_contract_keys(make_harness: Callable[..., Harness]) -> None:
+    """structlog and standard-library events both carry timestamp, level, event, logger,
+    service, with an RFC 3339 UTC timestamp."""
+    harness = make_harness(service_name="keys-svc")
+    aiobs.get_logger("my.module").info("model_loaded", model="resnet50")
+    logging.getLogger("stdlib.module").warning("disk %s", "low")
+    lines = harness.log_lines()
+    assert [line["event"] for line in lines] == ["model_loaded", "disk low"]
+    for line in lines:
+        assert {"timestamp", "level", "event", "logger", "service"} <= line.keys()
+        assert line["service"] == "keys-svc"
+        assert line["timestamp"].endswith("Z")
+        assert time.strptime(line["timestamp"][:19], "%Y-%m-%dT%H:%M:%S")
+    assert lines[0]["logger"] == "my.module"
+    assert lines[0]["level"] == "info"
+    assert lines[1]["logger"] == "stdlib.module"
+    assert lines[1]["level"] == "warning"
+
+
+def test_trace_ids_match_the_current_span(make_harness: Callable[..., Harness]) -> None:
+    """Inside a span the line carries that span's ids, in the exported span's hex form."""
+    harness = make_harness()
+    assert harness.obs.tracer is not None
+    with harness.obs.tracer.start_as_current_span("work") as span:
+        aiobs.get_logger("x").info("inside")
+        logging.getLogger("x").info("inside stdlib")
+    aiobs.get_logger("x").info("outside")
+    inside, inside_stdlib, outside = harness.log_lines()
+    exported = harness.spans()[0]
+    assert exported.context is not None
+    for line in (inside, inside_stdlib):
+        assert line["trace_id"] == format(exported.context.trace_id, "032x")
+        assert line["span_id"] == format(exported.context.span_id, "016x")
+    assert span.get_span_context().trace_id == exported.context.trace_id
+    assert "trace_id" not in outside
+
+
+def test_secrets_are_redacted_by_key_and_by_value(make_harness: Callable[..., Harness]) -> None:
+    """Secret keys (also nested, also header pairs) and secret-looking values never reach
+    the output."""
+    harness = make_harness()
+    aiobs.get_logger("x").info(
+        "request",
+        headers={"Authorization": "Bearer canary1", "X-Api-Key": "canary2", "accept": "*/*"},
+        raw_headers=[(b"cookie", b"session=canary3")],
+        password="canary4",  # noqa: S106 - the canary the test hunts for
+        url="https://user:canary5@example.com/path",
+        note="called with token=canary6 and Bearer canary7.part",
+        input_tokens=12,
+    )
+    logging.getLogger("x").info("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnk4In0.c2ln seen")
+    output = harness.stream.getvalue() if harness.obs.log_sink.flush(5) else ""
+    assert "canary" not in output
+    first = json.loads(output.splitlines()[0])
+    assert first["headers"]["Authorization"] == REDACTED
+    assert first["headers"]["accept"] == "*/*"
+    assert first["password"] == REDACTED
+    assert first["input_tokens"] == 12
+
+
+def test_exception_tracebacks_have_no_locals(make_harness: Callable[..., Harness]) -> None:
+    """A logged exception is a plain traceback string: frame locals never appear."""
+    harness = make_harness()
+
+    def fail() -> None:
+        secret_local = "canary-local"  # noqa: F841, S105 - the value must not be logged
+        raise ValueError("bad input")
+
+    try:
+        fail()
+    except ValueError:
+        aiobs.get_logger("x").exception("failed")
+    (line,) = harness.log_lines()
+    assert "ValueError: bad input" in line["exception"]
+    assert "canary-local" not in json.dumps(line)
+
+
+def test_hostile_field_contents_stay_on_one_line(make_harness: Callable[..., Harness]) -> None:
+    """Newlines, carriage returns, ANSI escapes, U+2028 and huge strings give exactly one
+    parseable line per event, truncated to the configured length."""
+    harness = make_harness(log_max_field_length=1000)
+    hostile = "a\nb\rc\x1b[31mred\x1b[0m\u2028d\u2029e\x00"
+    aiobs.get_logger("x").info(hostile, field=hostile, big="z" * 1_000_000)
+    raw = harness.stream.getvalue() if harness.obs.log_sink.flush(5) else ""
+    assert raw.count("\n") == 1
+    assert "\u2028" not in raw
+    assert "\x1b" not in raw
+    line = json.loads(raw)
+    assert line["event"] == hostile
+    assert line["big"].startswith("z" * 1000)
+    assert "truncated 999000 chars" in line["big"]
+    assert len(raw) < 3000
+
+
+def test_sanitizer_keeps_the_tail_of_long_tracebacks() -> None:
+    """The end of a traceback says what failed: it survives truncation."""
+    sanitize = Sanitizer(max_length=100)
+    event = sanitize(None, "info", {"exception": "x" * 10_000 + "KeyError: 'model'"})
+    assert event["exception"].endswith("KeyError: 'model'")
+    assert len(event["exception"]) < 200
+
+
+def test_redact_text_patterns() -> None:
+    """The value patterns catch the usual shapes of credentials and nothing else."""
+    assert redact_text("Authorization: Basic dXNlcjpwYXNz") == f"Authorization: Basic {REDACTED}"
+    assert "sk-" not in redact_text("key sk-abcdefghijklmnopqrstuv used")
+    assert redact_text("plain text with tokens=3") == "plain text with tokens=3"
+
+
+class _BlockedStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.release.wait(10)
+        return super().write(text)
+
+
+def test_blocked_output_drops_and_counts_instead_of_stalling() -> None:
+    """When stdout blocks, writers never wait: lines past the buffer are dropped and counted."""
+    dropped: list[int] = []
+    stream = _BlockedStream()
+    sink = LogSink(capacity=10, on_drop=lambda: dropped.append(1), stream=stream)
+    started = time.perf_counter()
+    for number in range(1000):
+        sink.write(f"line {number}")
+    elapsed = time.perf_counter() - started
+    stream.release.set()
+    assert sink.flush(5)
+    assert elapsed < 0.5
+    assert len(dropped) >= 1000 - 11
+    assert stream.getvalue().startswith("line 0\n")
+
+
+def test_dropped_lines_are_counted_on_metrics() -> None:
+    """The drop counter is aiobs_log_lines_dropped_total."""
+    registry = CollectorRegistry()
+    stream = _BlockedStream()
+    obs = aiobs.Observability(
+        aiobs.Settings.load({"log_queue_size": 1}, environ={}),
+        registry=registry,
+        log_stream=stream,
+        environ={},
+    )
+    for _ in range(50):
+        obs.log_sink.write("x")
+    stream.release.set()
+    value = registry.get_sample_value("aiobs_log_lines_dropped_total")
+    assert value is not None
+    assert value >= 48
+    obs.shutdown(timeout=1)
+
+
+def test_uvicorn_access_log_is_replaced(make_harness: Callable[..., Harness]) -> None:
+    """uvicorn's own loggers flow through the pipeline; its access logger is silenced."""
+    harness = make_harness()
+    logging.getLogger("uvicorn.error").info("Started server process")
+    logging.getLogger("uvicorn.access").info('127.0.0.1 - "GET / HTTP/1.1" 200')
+    lines = harness.log_lines()
+    assert [line["logger"] for line in lines] == ["uvicorn.error"]
+    assert trace.get_current_span().get_span_context().is_valid is False
