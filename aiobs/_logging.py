@@ -7,6 +7,7 @@ with ``timestamp``, ``level``, ``event``, ``logger`` and ``service``, plus ``tra
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -47,14 +48,14 @@ _SECRET_KEYS = frozenset(
 _SECRET_KEY_SUFFIXES = ("_password", "_secret", "_token", "_api_key", "_apikey")
 _SECRET_VALUES = (
     # Authorization schemes: "Bearer abc.def", "Basic dXNlcjpw..."
-    (re.compile(r"(?i)\b(bearer|basic|digest)\s+[A-Za-z0-9\-._~+/]+=*"), r"\1 " + REDACTED),
+    (re.compile(r"\b((?i:bearer|basic|digest))\s+[A-Za-z0-9\-._~+/]+=*"), r"\1 " + REDACTED),
     # JSON Web Tokens wherever they appear
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), REDACTED),
     # credentials in URLs: scheme://user:password@host
     (re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+@"), REDACTED + "@"),
     # key=value pairs in query strings and messages
     (
-        re.compile(r"(?i)\b(password|passwd|secret|token|access_token|api[_-]?key)=[^&\s\"']+"),
+        re.compile(r"\b((?i:password|passwd|secret|token|access_token|api[_-]?key))=[^&\s\"']+"),
         r"\1=" + REDACTED,
     ),
     # well-known API key shapes
@@ -63,10 +64,13 @@ _SECRET_VALUES = (
         REDACTED,
     ),
 )
+# One pass over the text tells whether any pattern applies: most strings need no rewrite.
+_ANY_SECRET_VALUE = re.compile("|".join(pattern.pattern for pattern, _ in _SECRET_VALUES))
 _MAX_DEPTH = 4
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """Whether a field or header named ``key`` holds a secret."""
     normalized = key.lower().replace("-", "_")
@@ -75,6 +79,20 @@ def is_secret_key(key: str) -> bool:
 
 def redact_text(text: str) -> str:
     """``text`` with bearer tokens, JWTs, URL credentials and API keys replaced."""
+    # Every pattern needs one of these substrings: most strings skip the regexes entirely.
+    if not (
+        " " in text
+        or "=" in text
+        or "://" in text
+        or "eyJ" in text
+        or "sk-" in text
+        or "gh" in text
+        or "AKIA" in text
+        or "\t" in text
+    ):
+        return text
+    if _ANY_SECRET_VALUE.search(text) is None:
+        return text
     for pattern, replacement in _SECRET_VALUES:
         text = pattern.sub(replacement, text)
     return text
@@ -88,6 +106,8 @@ class Sanitizer:
 
     def __call__(self, _logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
         for key, value in event_dict.items():
+            if key.startswith("_"):  # structlog's own bookkeeping (the stdlib record)
+                continue
             if is_secret_key(key):
                 event_dict[key] = REDACTED
             elif key == "exception" and isinstance(value, str):
@@ -98,6 +118,8 @@ class Sanitizer:
 
     def _clean(self, value: Any, depth: int) -> Any:
         if isinstance(value, str):
+            if len(value) <= self.max_length:
+                return redact_text(value)
             # Redact a bounded prefix: a secret cut by the final truncation cannot survive.
             return self._truncate(redact_text(value[: 2 * self.max_length]), len(value))
         if isinstance(value, (int, float, bool)) or value is None:
@@ -176,15 +198,16 @@ def shared_processors(settings: Settings) -> list[Processor]:
     """Everything but rendering, applied to structlog and standard-library events alike."""
     return [
         structlog.contextvars.merge_contextvars,
+        # A plain string traceback: structlog's dict tracebacks would carry every frame's locals.
+        structlog.processors.format_exc_info,
+        # Before aiobs adds its own fields: only what the caller logged needs cleaning.
+        Sanitizer(settings.log_max_field_length),
         structlog.processors.add_log_level,
         _normalize_level,
         add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         _static("service", settings.service_name),
         add_trace_ids,
-        # A plain string traceback: structlog's dict tracebacks would carry every frame's locals.
-        structlog.processors.format_exc_info,
-        Sanitizer(settings.log_max_field_length),
     ]
 
 

@@ -177,7 +177,9 @@ class Observability:
             if not finished:
                 _log.warning("trace export did not finish within the shutdown budget")
         if self.metrics_server is not None:
-            self.metrics_server[0].shutdown()
+            server, _thread = self.metrics_server
+            server.shutdown()
+            server.server_close()
         # The sink stays open: the server logs its last lines after the app shut down.
         return self.log_sink.flush(max(0.0, deadline - time.monotonic())) and finished
 
