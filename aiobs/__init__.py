@@ -9,10 +9,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiobs._asgi import ObservabilityMiddleware
 from aiobs._health import ReadinessCheck
+from aiobs._inference import InferenceRecord
 from aiobs._logging import get_logger
 from aiobs._observability import Observability
 from aiobs._settings import ConfigError, Settings
-from aiobs._setup import instrument, setup
+from aiobs._setup import inference, instrument, setup, track_inference
 
 try:
     __version__ = version("aiobs")
@@ -21,12 +22,15 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "ConfigError",
+    "InferenceRecord",
     "Observability",
     "ObservabilityMiddleware",
     "ReadinessCheck",
     "Settings",
     "__version__",
     "get_logger",
+    "inference",
     "instrument",
     "setup",
+    "track_inference",
 ]

@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -22,6 +21,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from aiobs import _logging, catalog
 from aiobs._metrics import render, wants_openmetrics
 from aiobs._observability import Observability
+from aiobs._tracing import record_error
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -229,15 +229,7 @@ class ObservabilityMiddleware:
 
     def _report(self, error: Exception, span: Any) -> None:
         if span is not None and span.is_recording():
-            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            span.add_event(
-                "exception",
-                {
-                    "exception.type": type(error).__qualname__,
-                    "exception.message": _logging.redact_text(str(error))[:4096],
-                    "exception.stacktrace": _logging.redact_text(text),
-                },
-            )
+            record_error(span, error)
         _error_log.error("unhandled exception", exc_info=error)
 
     async def _send_error(self, send: Send, span: Any) -> None:

@@ -7,7 +7,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO, TypeVar
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -15,13 +16,16 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from aiobs import _logging, catalog
+from aiobs._cardinality import LabelGuard
 from aiobs._health import Readiness, ReadinessCheck
+from aiobs._inference import InferenceRecord, InferenceTelemetry, track
 from aiobs._log_sink import LogSink
 from aiobs._metrics import Instruments, check_multiprocess_dir, mark_dead_workers, process_alive
 from aiobs._settings import Settings
 from aiobs._tracing import build_propagator, build_tracer_provider
 
 _log = logging.getLogger("aiobs")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Observability:
@@ -60,6 +64,16 @@ class Observability:
             settings.log_queue_size, self.instruments.log_lines_dropped.inc, log_stream
         )
         self.readiness = Readiness(settings.readiness_timeout, self._set_ready)
+        folded = self.instruments.get(catalog.LABEL_VALUES_FOLDED)
+        self.label_guard = LabelGuard(
+            settings.max_label_values, lambda metric, label: folded.labels(metric, label).inc()
+        )
+        self._inference = InferenceTelemetry(
+            self.instruments,
+            self.tracer,
+            self.label_guard,
+            follows_parent=settings.sampler.startswith("parentbased"),
+        )
         self.instruments.service_ready.set(1)
         self._undo_logging: Any = None
         self._shutdown_lock = threading.Lock()
@@ -116,6 +130,24 @@ class Observability:
         self.readiness.add(name, check)
         self.instruments.service_ready.set(0)
 
+    def inference(
+        self, model: str, model_version: str = "unknown", batch_size: int | None = None
+    ) -> InferenceRecord:
+        """Record one model call: ``with obs.inference("resnet50", "v1") as rec: ...``.
+
+        Counts it, times it and its stages, counts errors by exception class (re-raised
+        unchanged) and opens a child span ``inference <model>``.
+        """
+        return self._inference.record(model, model_version, batch_size)
+
+    def track_inference(self, model: str, model_version: str = "unknown") -> Callable[[F], F]:
+        """Decorate a sync or async function: each call is one :meth:`inference`."""
+        return track(lambda: self._inference.record(model, model_version))
+
+    def set_queue_depth(self, model: str, depth: int) -> None:
+        """Requests of ``model`` waiting for a batch slot (``ai_inference_queue_depth``)."""
+        self._inference.set_queue_depth(model, depth)
+
     def model_loaded(
         self,
         model: str,
@@ -126,13 +158,14 @@ class Observability:
         load_seconds: float | None = None,
     ) -> None:
         """Record that a model is loaded (``ai_model_info``, load time, cache size)."""
-        self.instruments.get(catalog.MODEL_INFO).labels(model, model_version, runtime, device).set(
-            1
-        )
+        guard = self.label_guard.bound
+        model = guard(catalog.MODEL_INFO.name, catalog.MODEL, model)
+        model_version = guard(catalog.MODEL_INFO.name, catalog.MODEL_VERSION, model_version)
+        info = self.instruments.get(catalog.MODEL_INFO)
+        info.labels(model, model_version, runtime, device).set(1)
         if load_seconds is not None:
-            self.instruments.get(catalog.MODEL_LOAD_DURATION).labels(model, model_version).set(
-                load_seconds
-            )
+            load = self.instruments.get(catalog.MODEL_LOAD_DURATION)
+            load.labels(model, model_version).set(load_seconds)
         self._loaded_models.add((model, model_version, runtime, device))
         self.instruments.get(catalog.MODEL_CACHE_SIZE).set(len(self._loaded_models))
 

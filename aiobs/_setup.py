@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from aiobs._asgi import ObservabilityMiddleware
+from aiobs._inference import InferenceRecord, track
 from aiobs._observability import Observability
 from aiobs._settings import Settings
 
 _lock = threading.Lock()
 _current: Observability | None = None
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def setup(*, environ: Mapping[str, str] | None = None, **settings: Any) -> Observability:
@@ -24,6 +26,24 @@ def setup(*, environ: Mapping[str, str] | None = None, **settings: Any) -> Obser
             resolved = Settings.load(settings, environ)
             _current = Observability(resolved, environ=environ).install()
         return _current
+
+
+def current() -> Observability:
+    """This process's Observability, set up from the environment on first use."""
+    return _current if _current is not None else setup()
+
+
+def inference(
+    model: str, model_version: str = "unknown", batch_size: int | None = None
+) -> InferenceRecord:
+    """Record one model call with the process's Observability (see
+    :meth:`Observability.inference`)."""
+    return current().inference(model, model_version, batch_size)
+
+
+def track_inference(model: str, model_version: str = "unknown") -> Callable[[F], F]:
+    """Decorate a sync or async function so that each call is one :func:`inference`."""
+    return track(lambda: current().inference(model, model_version))
 
 
 def instrument(
@@ -54,6 +74,10 @@ def instrument(
             exclude_spans=["send", "receive"],
         )
     app.state.aiobs = obs
+    global _current
+    with _lock:
+        if _current is None:
+            _current = obs
     return obs
 
 

@@ -6,14 +6,17 @@ import aiobs
 def test_all_is_pinned() -> None:
     assert aiobs.__all__ == [
         "ConfigError",
+        "InferenceRecord",
         "Observability",
         "ObservabilityMiddleware",
         "ReadinessCheck",
         "Settings",
         "__version__",
         "get_logger",
+        "inference",
         "instrument",
         "setup",
+        "track_inference",
     ]
 
 

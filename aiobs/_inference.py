@@ -1,0 +1,316 @@
+"""Inference telemetry: ``inference()`` records one model call, its stages, quality and tokens.
+
+The per-call path is kept short: label children are resolved once per (model, version), and
+no span is made when the caller's trace is not sampled and the sampler follows the parent.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+
+from aiobs import catalog
+from aiobs._cardinality import LabelGuard
+from aiobs._metrics import Instruments
+from aiobs._tracing import record_error
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _ModelSeries:
+    """The label children of one (model, version): resolved once, reused by every call."""
+
+    __slots__ = (
+        "batch_size",
+        "confidence",
+        "duration",
+        "in_flight",
+        "input_tokens",
+        "model",
+        "output_tokens",
+        "span_attributes",
+        "stages",
+        "time_per_output_token",
+        "time_to_first_token",
+        "total",
+        "version",
+    )
+
+    def __init__(self, instruments: Instruments, model: str, version: str) -> None:
+        get = instruments.get
+        self.model = model
+        self.version = version
+        self.total = get(catalog.INFERENCE).labels(model, version)
+        self.duration = get(catalog.INFERENCE_DURATION).labels(model, version)
+        self.in_flight = get(catalog.INFERENCE_IN_FLIGHT).labels(model)
+        self.batch_size = get(catalog.INFERENCE_BATCH_SIZE).labels(model, version)
+        self.confidence = get(catalog.PREDICTION_CONFIDENCE).labels(model, version)
+        tokens = get(catalog.TOKENS)
+        self.input_tokens = tokens.labels(model, version, "input")
+        self.output_tokens = tokens.labels(model, version, "output")
+        self.time_to_first_token = get(catalog.TIME_TO_FIRST_TOKEN).labels(model, version)
+        self.time_per_output_token = get(catalog.TIME_PER_OUTPUT_TOKEN).labels(model, version)
+        stage = get(catalog.INFERENCE_STAGE_DURATION)
+        self.stages = {name: stage.labels(model, version, name) for name in catalog.STAGES}
+        self.span_attributes = {
+            catalog.ATTR_GEN_AI_REQUEST_MODEL: model,
+            catalog.ATTR_MODEL_VERSION: version,
+        }
+
+
+class Stage:
+    """Times one stage of an inference; use as ``with rec.stage("compute"):``."""
+
+    __slots__ = ("_name", "_record", "_started")
+
+    def __init__(self, record: InferenceRecord, name: str) -> None:
+        self._record = record
+        self._name = name
+        self._started = 0.0
+
+    def __enter__(self) -> Stage:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._record.observe_stage(self._name, time.perf_counter() - self._started)
+
+
+class InferenceRecord:
+    """One model call. Enter it (``with`` or ``async with``) around the call."""
+
+    __slots__ = (
+        "_batch_size",
+        "_first_token",
+        "_input_tokens",
+        "_last_token",
+        "_output_tokens",
+        "_owner",
+        "_series",
+        "_span",
+        "_started",
+        "_token",
+        "_tracer",
+    )
+
+    def __init__(
+        self,
+        owner: InferenceTelemetry,
+        series: _ModelSeries,
+        tracer: trace.Tracer | None,
+        batch_size: int | None,
+    ) -> None:
+        self._owner = owner
+        self._series = series
+        self._tracer = tracer
+        self._batch_size = batch_size
+        self._span: trace.Span | None = None
+        self._token: object = None
+        self._started = 0.0
+        self._first_token = 0.0
+        self._last_token = 0.0
+        self._input_tokens = 0
+        self._output_tokens = 0
+
+    # --- the call ------------------------------------------------------------------------
+    def __enter__(self) -> InferenceRecord:
+        series = self._series
+        if self._tracer is not None:
+            span = self._tracer.start_span(
+                catalog.INFERENCE_SPAN_PREFIX + series.model, attributes=series.span_attributes
+            )
+            self._span = span
+            self._token = otel_context.attach(trace.set_span_in_context(span))
+        series.in_flight.inc()
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        elapsed = time.perf_counter() - self._started
+        series = self._series
+        series.in_flight.dec()
+        series.total.inc()
+        series.duration.observe(elapsed)
+        if self._batch_size is not None:
+            series.batch_size.observe(self._batch_size)
+        failed = exc is not None and isinstance(exc, Exception)
+        if failed:
+            self._owner.count_error(series, type(exc).__name__)
+        elif self._output_tokens > 1:
+            per_token = (self._last_token - self._first_token) / (self._output_tokens - 1)
+            series.time_per_output_token.observe(per_token)
+        span = self._span
+        if span is not None:
+            if span.is_recording():
+                self._finish_span(span, exc if failed else None)
+            span.end()
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> InferenceRecord:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, traceback)
+
+    def _finish_span(self, span: trace.Span, error: BaseException | None) -> None:
+        if self._input_tokens:
+            span.set_attribute(catalog.ATTR_GEN_AI_INPUT_TOKENS, self._input_tokens)
+        if self._output_tokens:
+            span.set_attribute(catalog.ATTR_GEN_AI_OUTPUT_TOKENS, self._output_tokens)
+            span.set_attribute(
+                catalog.ATTR_TIME_TO_FIRST_TOKEN,
+                round((self._first_token - self._started) * 1000, 3),
+            )
+        if self._batch_size is not None:
+            span.set_attribute(catalog.ATTR_BATCH_SIZE, self._batch_size)
+        if error is not None:
+            span.set_attribute(catalog.ATTR_ERROR_TYPE, type(error).__name__)
+            span.set_status(Status(StatusCode.ERROR))
+            record_error(span, error)
+
+    # --- what happens inside -------------------------------------------------------------
+    def stage(self, name: str) -> Stage:
+        """Time a stage: ``queue``, ``preprocess``, ``compute`` or ``postprocess``."""
+        if name not in self._series.stages:
+            raise ValueError(f"unknown stage {name!r}; use one of {', '.join(catalog.STAGES)}")
+        return Stage(self, name)
+
+    def observe_stage(self, name: str, seconds: float) -> None:
+        """Record a stage measured elsewhere (a batcher's queue wait, say)."""
+        child = self._series.stages.get(name)
+        if child is None:
+            raise ValueError(f"unknown stage {name!r}; use one of {', '.join(catalog.STAGES)}")
+        child.observe(seconds)
+        span = self._span
+        if span is not None and span.is_recording():
+            span.set_attribute(catalog.STAGE_DURATION_ATTRIBUTES[name], round(seconds * 1000, 3))
+
+    def set_batch_size(self, items: int) -> None:
+        """Items in the batch this call executed (when only known inside the call)."""
+        self._batch_size = items
+
+    def observe_confidence(self, scores: float | Iterable[float]) -> None:
+        """Top-1 confidence of one prediction, or of each prediction of a batch."""
+        histogram = self._series.confidence
+        if isinstance(scores, (int, float)):
+            histogram.observe(float(scores))
+            return
+        for score in scores:
+            histogram.observe(float(score))
+
+    def token(self) -> None:
+        """One output token generated; the first call marks the time to first token."""
+        now = time.perf_counter()
+        if not self._output_tokens:
+            self._first_token = now
+            self._series.time_to_first_token.observe(now - self._started)
+        self._last_token = now
+        self._output_tokens += 1
+        self._series.output_tokens.inc()
+
+    def tokens(self, input: int = 0, output: int = 0) -> None:
+        """Count prompt (``input``) and generated (``output``) tokens in bulk."""
+        if input < 0 or output < 0:
+            raise ValueError("token counts must not be negative")
+        if input:
+            self._input_tokens += input
+            self._series.input_tokens.inc(input)
+        if output:
+            if not self._output_tokens:
+                self._first_token = time.perf_counter()
+            self._output_tokens += output
+            self._last_token = time.perf_counter()
+            self._series.output_tokens.inc(output)
+
+
+class InferenceTelemetry:
+    """Makes :class:`InferenceRecord` objects for one Observability."""
+
+    def __init__(
+        self,
+        instruments: Instruments,
+        tracer: trace.Tracer | None,
+        guard: LabelGuard,
+        follows_parent: bool,
+    ) -> None:
+        self._instruments = instruments
+        self._tracer = tracer
+        self._guard = guard
+        self._follows_parent = follows_parent
+        self._series: dict[tuple[str, str], _ModelSeries] = {}
+        self._errors = instruments.get(catalog.INFERENCE_ERRORS)
+        self._queue_depth = instruments.get(catalog.INFERENCE_QUEUE_DEPTH)
+
+    def record(
+        self, model: str, model_version: str = "unknown", batch_size: int | None = None
+    ) -> InferenceRecord:
+        series = self._series.get((model, model_version))
+        if series is None:
+            series = self._new_series(model, model_version)
+        tracer = self._tracer
+        if tracer is not None and self._follows_parent:
+            parent = trace.get_current_span().get_span_context()
+            if parent.is_valid and not parent.trace_flags.sampled:
+                tracer = None  # the sampler would drop the span: skip making it
+        return InferenceRecord(self, series, tracer, batch_size)
+
+    def count_error(self, series: _ModelSeries, error_type: str) -> None:
+        bounded = self._guard.bound(catalog.INFERENCE_ERRORS.name, catalog.ERROR_TYPE, error_type)
+        self._errors.labels(series.model, series.version, bounded).inc()
+
+    def set_queue_depth(self, model: str, depth: int) -> None:
+        bounded = self._guard.bound(catalog.INFERENCE_QUEUE_DEPTH.name, catalog.MODEL, model)
+        self._queue_depth.labels(bounded).set(depth)
+
+    def _new_series(self, model: str, model_version: str) -> _ModelSeries:
+        name = catalog.INFERENCE.name
+        bounded_model = self._guard.bound(name, catalog.MODEL, model)
+        bounded_version = self._guard.bound(name, catalog.MODEL_VERSION, model_version)
+        series = self._series.get((bounded_model, bounded_version))
+        if series is None:
+            series = _ModelSeries(self._instruments, bounded_model, bounded_version)
+            self._series[(bounded_model, bounded_version)] = series
+        if bounded_model == model and bounded_version == model_version:
+            self._series[(model, model_version)] = series
+        return series
+
+
+def track(make_record: Callable[[], InferenceRecord]) -> Callable[[F], F]:
+    """A decorator making each call of a sync or async function one inference."""
+
+    def decorate(function: F) -> F:
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                async with make_record():
+                    return await function(*args, **kwargs)
+
+            return run_async  # type: ignore[return-value]
+
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with make_record():
+                return function(*args, **kwargs)
+
+        return run  # type: ignore[return-value]
+
+    return decorate
