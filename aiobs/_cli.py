@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from aiobs._docs import metrics_markdown
 from aiobs._settings import ConfigError, Settings
 
 
@@ -17,6 +19,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config", help="print the resolved settings (environment + AIOBS_CONFIG), secrets masked"
     )
     config.add_argument("--config-file", help="YAML file to read instead of $AIOBS_CONFIG")
+    docs = commands.add_parser("docs", help="generate reference docs from the metric catalog")
+    docs.add_argument("page", choices=["metrics"])
+    docs.add_argument("--out", help="file to write (default: standard output)")
     arguments = parser.parse_args(argv)
 
     if arguments.command == "config":
@@ -27,6 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         json.dump(settings.masked(), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
+    elif arguments.command == "docs":
+        text = metrics_markdown()
+        if arguments.out:
+            Path(arguments.out).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from types import ModuleType
 from typing import Any
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -97,15 +96,16 @@ _GPU_METRICS = (
 )
 
 
-def open_gpu_collector(nvml: ModuleType | Any | None = None) -> GpuCollector | None:
+def open_gpu_collector(nvml: Any = None) -> GpuCollector | None:
     """A collector over NVML, or ``None`` (logged once) without nvidia-ml-py, a driver or a
     GPU. ``nvml`` replaces the ``pynvml`` module (tests pass a stand-in)."""
     if nvml is None:
         try:
-            import pynvml as nvml
+            import pynvml
         except ImportError:
             _log.info("GPU metrics off: nvidia-ml-py is not installed (pip install 'aiobs[gpu]')")
             return None
+        nvml = pynvml
     try:
         nvml.nvmlInit()
         count = int(nvml.nvmlDeviceGetCount())

@@ -109,6 +109,14 @@ class Metric:
     labels: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
     multiprocess_mode: str = "livesum"
+    unit: str = ""
+    """Defaults to the unit the name ends with (``_seconds``...), else ``1``."""
+
+    def __post_init__(self) -> None:
+        if not self.unit:
+            suffix = self.base_name.rsplit("_", 1)[-1]
+            known = suffix in ("seconds", "bytes", "ratio", "celsius", "watts")
+            object.__setattr__(self, "unit", suffix if known else "1")
 
     @property
     def base_name(self) -> str:
@@ -169,6 +177,7 @@ INFERENCE_BATCH_SIZE = Metric(
     "Items per executed batch.",
     (MODEL, MODEL_VERSION),
     BATCH_SIZE_BUCKETS,
+    unit="items",
 )
 INFERENCE_IN_FLIGHT = Metric("ai_inference_in_flight", "gauge", "Inferences running now.", (MODEL,))
 INFERENCE_QUEUE_DEPTH = Metric(
@@ -186,6 +195,7 @@ TOKENS = Metric(
     "counter",
     "Tokens processed, by type (input, output).",
     (MODEL, MODEL_VERSION, TOKEN_TYPE),
+    unit="tokens",
 )
 TIME_TO_FIRST_TOKEN = Metric(
     "ai_time_to_first_token_seconds",
@@ -277,7 +287,6 @@ ATTR_HTTP_STATUS = "http.response.status_code"
 ATTR_URL_PATH = "url.path"
 ATTR_URL_SCHEME = "url.scheme"
 ATTR_ERROR_TYPE = "error.type"
-ATTR_GEN_AI_OPERATION = "gen_ai.operation.name"
 ATTR_GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
 ATTR_GEN_AI_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 ATTR_GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
