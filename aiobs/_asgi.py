@@ -206,7 +206,8 @@ class ObservabilityMiddleware:
 
     def _end_span(self, span: Any, route: str, status: int, error: Exception | None) -> None:
         if span.is_recording():
-            span.update_name(f"{span.name} {route}")
+            if route != catalog.UNMATCHED_ROUTE:  # semantic conventions: no route, no suffix
+                span.update_name(f"{span.name} {route}")
             span.set_attribute(catalog.ATTR_HTTP_ROUTE, route)
             span.set_attribute(catalog.ATTR_HTTP_STATUS, status)
             if status >= 500:

@@ -32,7 +32,7 @@ class LogSink:
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
-        self._closed = False
+        self._wait_per_line: float | None = None
         self._start()
         if hasattr(os, "register_at_fork"):
             ref = weakref.ref(self)
@@ -45,12 +45,14 @@ class LogSink:
 
     def write(self, line: str) -> None:
         """Queue one line (without its newline); never blocks."""
-        if self._closed or len(self._lines) >= self._capacity:
+        if len(self._lines) >= self._capacity:
             self._on_drop()
             return
         self._lines.append(line)
         if not self._wake.is_set():
             self._wake.set()
+        if self._wait_per_line is not None:
+            self.flush(self._wait_per_line)
 
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for every queued line to be written."""
@@ -62,11 +64,12 @@ class LogSink:
             time.sleep(0.001)
         return True
 
-    def close(self, timeout: float) -> bool:
-        """Write what is queued (within ``timeout``) and stop accepting lines."""
+    def finish(self, timeout: float, wait_per_line: float = 0.2) -> bool:
+        """Write what is queued (within ``timeout``); from then on each ``write`` waits up to
+        ``wait_per_line`` seconds for its line to be out. For the last lines of a process:
+        servers may end it by re-raising SIGTERM, and then no exit hook runs."""
         flushed = self.flush(timeout)
-        self._closed = True
-        self._wake.set()
+        self._wait_per_line = wait_per_line
         return flushed
 
     def _start(self) -> None:
@@ -75,7 +78,7 @@ class LogSink:
 
     def _run(self) -> None:
         lines = self._lines
-        while not (self._closed and not lines):
+        while True:
             self._wake.wait(0.5)
             self._wake.clear()
             while lines:

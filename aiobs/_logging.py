@@ -8,6 +8,7 @@ with ``timestamp``, ``level``, ``event``, ``logger`` and ``service``, plus ``tra
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import re
@@ -67,6 +68,10 @@ _SECRET_VALUES = (
 # One pass over the text tells whether any pattern applies: most strings need no rewrite.
 _ANY_SECRET_VALUE = re.compile("|".join(pattern.pattern for pattern, _ in _SECRET_VALUES))
 _MAX_DEPTH = 4
+_MAX_ITEMS = 100
+"""Entries kept of a logged list or mapping; the rest are summarised."""
+LINE_LIMIT_FACTOR = 8
+"""A rendered line longer than this many field lengths keeps only its leading keys."""
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
 
 
@@ -127,16 +132,25 @@ class Sanitizer:
         if depth >= _MAX_DEPTH:
             return self._truncate(redact_text(repr(value)[: 2 * self.max_length]))
         if isinstance(value, Mapping):
-            return {
-                str(k): REDACTED if is_secret_key(str(k)) else self._clean(v, depth + 1)
-                for k, v in value.items()
-            }
+            cleaned: dict[str, Any] = {}
+            for key, item in itertools.islice(value.items(), _MAX_ITEMS):
+                name = str(key)
+                secret = is_secret_key(name)
+                cleaned[self._clean(name, depth)] = (
+                    REDACTED if secret else self._clean(item, depth + 1)
+                )
+            if len(value) > _MAX_ITEMS:
+                cleaned["..."] = f"{len(value) - _MAX_ITEMS} more entries"
+            return cleaned
         if isinstance(value, (list, tuple)):
             if len(value) == 2 and isinstance(value[0], (str, bytes)):
                 name = value[0].decode("latin-1") if isinstance(value[0], bytes) else value[0]
                 if is_secret_key(name):  # a (header, value) pair
                     return [name, REDACTED]
-            return [self._clean(item, depth + 1) for item in value[:1000]]
+            items = [self._clean(item, depth + 1) for item in value[:_MAX_ITEMS]]
+            if len(value) > _MAX_ITEMS:
+                items.append(f"... {len(value) - _MAX_ITEMS} more items")
+            return items
         return self._clean(str(value), depth)
 
     def _truncate(self, text: str, original: int | None = None, keep_tail: bool = False) -> str:
@@ -188,10 +202,22 @@ def _json_default(value: Any) -> str:
 _LEADING_KEYS = ("timestamp", "level", "event", "logger", "service", "trace_id", "span_id")
 
 
-def _render_json(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
-    ordered = {key: event_dict.pop(key) for key in _LEADING_KEYS if key in event_dict}
-    ordered.update(event_dict)
-    return json.dumps(ordered, default=_json_default, ensure_ascii=True)
+class JSONRenderer:
+    """One JSON object per line: ``ensure_ascii`` escapes every control character, ANSI
+    escape and line separator. A line past ``max_length`` keeps only its leading keys."""
+
+    def __init__(self, max_length: int) -> None:
+        self.max_length = max_length
+
+    def __call__(self, _logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
+        ordered = {key: event_dict.pop(key) for key in _LEADING_KEYS if key in event_dict}
+        ordered.update(event_dict)
+        line = json.dumps(ordered, default=_json_default, ensure_ascii=True)
+        if len(line) <= self.max_length:
+            return line
+        kept = {key: ordered[key] for key in _LEADING_KEYS if key in ordered}
+        kept["aiobs_truncated_line_length"] = len(line)
+        return json.dumps(kept, default=_json_default, ensure_ascii=True)
 
 
 def shared_processors(settings: Settings) -> list[Processor]:
@@ -214,7 +240,7 @@ def shared_processors(settings: Settings) -> list[Processor]:
 def renderer(settings: Settings) -> Processor:
     if settings.log_format == "console":
         return structlog.dev.ConsoleRenderer(colors=False)
-    return _render_json
+    return JSONRenderer(LINE_LIMIT_FACTOR * settings.log_max_field_length)
 
 
 class SinkLogger:

@@ -213,8 +213,8 @@ class Observability:
             server, _thread = self.metrics_server
             server.shutdown()
             server.server_close()
-        # The sink stays open: the server logs its last lines after the app shut down.
-        return self.log_sink.flush(max(0.0, deadline - time.monotonic())) and finished
+        # The sink stays open, writing through: the server logs its last lines afterwards.
+        return self.log_sink.finish(max(0.0, deadline - time.monotonic())) and finished
 
     def _at_exit(self) -> None:
         self.shutdown()
