@@ -245,7 +245,7 @@ class ObservabilityMiddleware:
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.obs.readiness.evaluate()
         accept = _header(scope, b"accept")
-        registry = self.obs.instruments.exposition_registry()
+        registry = self.obs.exposition_registry()
         openmetrics = wants_openmetrics(accept) and self.obs.settings.exemplars
         # Exposition is synchronous and grows with the series count: run it on a thread,
         # one at a time, so neither the event loop nor a scrape storm stalls requests.

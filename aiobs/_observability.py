@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from aiobs import _logging, catalog
 from aiobs._cardinality import LabelGuard
+from aiobs._gpu import open_gpu_collector
 from aiobs._health import Readiness, ReadinessCheck
 from aiobs._inference import InferenceRecord, InferenceTelemetry, track
 from aiobs._log_sink import LogSink
@@ -44,6 +45,7 @@ class Observability:
         span_exporter: SpanExporter | None = None,
         log_stream: TextIO | None = None,
         environ: Any = None,
+        nvml: Any = None,
     ) -> None:
         self.settings = settings
         check_multiprocess_dir(
@@ -60,6 +62,10 @@ class Observability:
             self.tracer_provider = build_tracer_provider(settings, self.instruments, span_exporter)
             self.tracer = self.tracer_provider.get_tracer("aiobs")
         self.propagator = build_propagator(settings)
+        # Read at scrape time by whichever process serves /metrics: once per scrape.
+        self.gpu_collector = open_gpu_collector(nvml) if settings.gpu_metrics else None
+        if self.gpu_collector is not None and not settings.multiprocess_dir:
+            self.instruments.registry.register(self.gpu_collector)
         self.log_sink = LogSink(
             settings.log_queue_size, self.instruments.log_lines_dropped.inc, log_stream
         )
@@ -106,6 +112,14 @@ class Observability:
             self._undo_logging()
             self._undo_logging = None
 
+    def exposition_registry(self) -> CollectorRegistry:
+        """What ``/metrics`` renders: this process's registry, or in multiprocess mode every
+        worker's files merged, plus the GPU readings."""
+        registry = self.instruments.exposition_registry()
+        if self.gpu_collector is not None and self.settings.multiprocess_dir:
+            registry.register(self.gpu_collector)
+        return registry
+
     def start_metrics_server(self) -> None:
         """Serve ``/metrics`` on its own port (``AIOBS_METRICS_PORT``) from a thread."""
         from prometheus_client import start_http_server
@@ -116,7 +130,7 @@ class Observability:
             self.metrics_server = start_http_server(
                 self.settings.metrics_port,
                 self.settings.metrics_addr,
-                registry=self.instruments.exposition_registry(),
+                registry=self.exposition_registry(),
             )
         except OSError as error:
             raise ConfigError(

@@ -69,6 +69,7 @@ class Settings:
     exemplars: bool = True
     multiprocess_dir: str | None = None
     max_label_values: int = 100
+    gpu_metrics: bool = True
 
     log_level: str = "INFO"
     log_format: str = "json"
@@ -287,6 +288,7 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("metrics_addr", _string, ("AIOBS_METRICS_ADDR",)),
     _Field("exemplars", _boolean, ("AIOBS_EXEMPLARS",)),
     _Field("multiprocess_dir", _optional_string, ("PROMETHEUS_MULTIPROC_DIR",)),
+    _Field("gpu_metrics", _boolean, ("AIOBS_GPU_METRICS",)),
     _Field("max_label_values", _integer(1, 100_000), ("AIOBS_MAX_LABEL_VALUES",)),
     _Field("log_level", _choice(LOG_LEVELS, upper=True), ("AIOBS_LOG_LEVEL",)),
     _Field("log_format", _choice(LOG_FORMATS), ("AIOBS_LOG_FORMAT",)),

@@ -121,3 +121,23 @@ def test_no_driver_or_no_gpu_registers_nothing() -> None:
     assert open_gpu_collector(FakeNVML(fail_init=True)) is None
     assert open_gpu_collector(FakeNVML(devices=0)) is None
     assert isinstance(open_gpu_collector(FakeNVML()), GpuCollector)
+
+
+def test_observability_serves_gpu_readings_on_metrics() -> None:
+    """With NVML present the readings appear in the service's exposition; with
+    AIOBS_GPU_METRICS=false they do not."""
+    from aiobs import Observability, Settings
+
+    registry = CollectorRegistry()
+    obs = Observability(Settings.load(environ={}), registry=registry, environ={}, nvml=FakeNVML())
+    text = generate_latest(obs.exposition_registry()).decode()
+    assert 'ai_gpu_memory_total_bytes{gpu="0"}' in text
+    off = Observability(
+        Settings.load({"gpu_metrics": False}, environ={}),
+        registry=CollectorRegistry(),
+        environ={},
+        nvml=FakeNVML(),
+    )
+    assert off.gpu_collector is None
+    obs.shutdown(1)
+    off.shutdown(1)
