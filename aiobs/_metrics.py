@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest as generate_text
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.openmetrics.exposition import (
     CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE,
 )
@@ -72,8 +70,12 @@ class Instruments:
         """The registry ``/metrics`` renders."""
         if not self.multiprocess_dir:
             return self.registry
+        # Imported here: aiobs.multiprocess imports this module. Its collector reads under the
+        # lock that compactions of dead workers' files take, and adds exactly.
+        from aiobs.multiprocess import MergedCollector
+
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        merged.register(MergedCollector(self.multiprocess_dir))
         return merged
 
 
@@ -99,22 +101,6 @@ def check_multiprocess_dir(configured: str | None, environ: dict[str, str] | Any
         )
     if configured and not os.path.isdir(configured):
         raise ConfigError(f"{MULTIPROCESS_VARIABLE}={configured}: not a directory")
-
-
-def mark_dead_workers(directory: str, alive: Callable[[int], bool]) -> list[int]:
-    """Remove the live-gauge files of worker processes that no longer run.
-
-    Counters and histograms of dead workers stay: deleting them would make the service's
-    counters go backwards. Returns the process ids that were marked dead.
-    """
-    dead: set[int] = set()
-    for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
-        pid_text = os.path.basename(path).rsplit("_", 1)[-1].removesuffix(".db")
-        if pid_text.isdigit() and not alive(int(pid_text)):
-            dead.add(int(pid_text))
-    for pid in dead:
-        mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
-    return sorted(dead)
 
 
 def process_alive(pid: int) -> bool:

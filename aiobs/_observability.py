@@ -21,7 +21,7 @@ from aiobs._gpu import open_gpu_collector
 from aiobs._health import Readiness, ReadinessCheck
 from aiobs._inference import InferenceRecord, InferenceTelemetry, track
 from aiobs._log_sink import LogSink
-from aiobs._metrics import Instruments, check_multiprocess_dir, mark_dead_workers, process_alive
+from aiobs._metrics import Instruments, check_multiprocess_dir
 from aiobs._settings import Settings
 from aiobs._tracing import build_propagator, build_tracer_provider
 
@@ -52,7 +52,13 @@ class Observability:
             settings.multiprocess_dir, os.environ if environ is None else environ
         )
         if settings.multiprocess_dir:
-            mark_dead_workers(settings.multiprocess_dir, process_alive)
+            # uvicorn --workers has no hooks: each worker folds in what dead ones left.
+            from aiobs.multiprocess import compact_dead_workers
+
+            try:
+                compact_dead_workers(settings.multiprocess_dir)
+            except TimeoutError:
+                _log.warning("another process is compacting the metrics directory; skipped")
         self.instruments = Instruments(
             registry if registry is not None else REGISTRY, settings.multiprocess_dir
         )
