@@ -157,14 +157,15 @@ class ObservabilityMiddleware:
         finally:
             duration = time.perf_counter() - started
             self._in_flight.dec()
+            status = status or 500  # the app ended without answering
             route = route_template(scope)
-            self._record(method, route, status or 500, duration, span)
+            self._record(method, route, status, duration, span)
             if error is not None:
                 self._report(error, span)
             if span is not None:
-                self._end_span(span, route, status or 500, error)
+                self._end_span(span, route, status, error)
             if self._access_log is not None:
-                self._access(method, route, status or 500, duration)
+                self._access(method, route, status, duration)
             if token is not None:
                 otel_context.detach(token)
 
@@ -208,7 +209,7 @@ class ObservabilityMiddleware:
         if span.is_recording():
             if route != catalog.UNMATCHED_ROUTE:  # semantic conventions: no route, no suffix
                 span.update_name(f"{span.name} {route}")
-            span.set_attribute(catalog.ATTR_HTTP_ROUTE, route)
+                span.set_attribute(catalog.ATTR_HTTP_ROUTE, route)
             span.set_attribute(catalog.ATTR_HTTP_STATUS, status)
             if status >= 500:
                 span.set_attribute(
@@ -231,7 +232,7 @@ class ObservabilityMiddleware:
     def _report(self, error: Exception, span: Any) -> None:
         if span is not None and span.is_recording():
             record_error(span, error)
-        _error_log.error("unhandled exception", exc_info=error)
+        _error_log.error("unhandled_exception", exc_info=error)
 
     async def _send_error(self, send: Send, span: Any) -> None:
         body: dict[str, Any] = {"error": "internal_server_error", "detail": "Internal Server Error"}
