@@ -24,6 +24,7 @@ from aiobs._log_sink import LogSink
 from aiobs._metrics import Instruments, check_multiprocess_dir
 from aiobs._settings import Settings
 from aiobs._tracing import build_propagator, build_tracer_provider
+from aiobs.multiprocess import compact_dead_workers
 
 _log = logging.getLogger("aiobs")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,8 +54,6 @@ class Observability:
         )
         if settings.multiprocess_dir:
             # uvicorn --workers has no hooks: each worker folds in what dead ones left.
-            from aiobs.multiprocess import compact_dead_workers
-
             try:
                 compact_dead_workers(settings.multiprocess_dir)
             except TimeoutError:
