@@ -101,7 +101,7 @@ class Settings:
             for variable in spec.variables:
                 raw = environ.get(variable)
                 if raw is not None and raw.strip() != "":
-                    values[spec.name] = spec.parse(raw, variable)
+                    values[spec.name] = (spec.parse_variable or spec.parse)(raw, variable)
                     break
         for key, raw in (overrides or {}).items():
             if key == "config_file" or raw is None:
@@ -249,6 +249,9 @@ class _Field:
     name: str
     parse: Parser
     variables: tuple[str, ...]
+    parse_variable: Parser | None = None
+    """Parses the environment variables when they mean something else than the setting
+    (``OTEL_SDK_DISABLED=true`` is ``tracing: false``)."""
 
 
 _FIELDS: tuple[_Field, ...] = (
@@ -256,7 +259,7 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("service_version", _string, ("AIOBS_SERVICE_VERSION",)),
     _Field("environment", _string, ("AIOBS_ENVIRONMENT",)),
     _Field("resource_attributes", _key_values, ("OTEL_RESOURCE_ATTRIBUTES",)),
-    _Field("tracing", _negated_boolean, ("OTEL_SDK_DISABLED",)),
+    _Field("tracing", _boolean, ("OTEL_SDK_DISABLED",), _negated_boolean),
     _Field("otlp_endpoint", _url, ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",)),
     # The base endpoint gets the signal path appended, as the OTLP specification says.
     _Field("otlp_base_endpoint", _url, ("OTEL_EXPORTER_OTLP_ENDPOINT",)),

@@ -64,6 +64,8 @@ def test_standard_otel_variables_keep_their_meaning() -> None:
     assert dict(parsed.otlp_headers) == {"api-key": "s ecret", "x-tenant": "a"}
     assert dict(parsed.resource_attributes) == {"team": "ml", "region": "eu"}
     assert parsed.tracing is False
+    assert Settings.load({"tracing": False}, environ={}).tracing is False
+    assert Settings.load({"tracing": True}, {"OTEL_SDK_DISABLED": "true"}).tracing is True
     assert parsed.propagators == ("b3multi",)
     assert parsed.span_queue_size == 64
 
