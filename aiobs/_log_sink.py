@@ -16,8 +16,15 @@ from collections.abc import Callable
 from typing import TextIO
 
 
+WRITE_INTERVAL = 0.05
+"""Seconds the writer sleeps between batches: waking it per line would cost the serving
+thread a GIL hand-off per log line."""
+WRITE_BATCH = 256
+"""Lines that wake the writer before its interval is up."""
+
+
 class LogSink:
-    """A bounded line buffer written to ``stream`` by a daemon thread."""
+    """A bounded line buffer written to ``stream`` by a daemon thread, in batches."""
 
     def __init__(
         self,
@@ -49,7 +56,7 @@ class LogSink:
             self._on_drop()
             return
         self._lines.append(line)
-        if not self._wake.is_set():
+        if len(self._lines) >= WRITE_BATCH and not self._wake.is_set():
             self._wake.set()
         if self._wait_per_line is not None:
             self.flush(self._wait_per_line)
@@ -79,7 +86,7 @@ class LogSink:
     def _run(self) -> None:
         lines = self._lines
         while True:
-            self._wake.wait(0.5)
+            self._wake.wait(WRITE_INTERVAL)
             self._wake.clear()
             while lines:
                 self._idle.clear()

@@ -199,6 +199,10 @@ def _json_default(value: Any) -> str:
     return repr(value)
 
 
+# One encoder for every line: json.dumps with arguments builds a new one per call.
+_encode = json.JSONEncoder(default=_json_default, ensure_ascii=True).encode
+
+
 _LEADING_KEYS = ("timestamp", "level", "event", "logger", "service", "trace_id", "span_id")
 
 
@@ -212,12 +216,12 @@ class JSONRenderer:
     def __call__(self, _logger: WrappedLogger, _method: str, event_dict: EventDict) -> str:
         ordered = {key: event_dict.pop(key) for key in _LEADING_KEYS if key in event_dict}
         ordered.update(event_dict)
-        line = json.dumps(ordered, default=_json_default, ensure_ascii=True)
+        line = _encode(ordered)
         if len(line) <= self.max_length:
             return line
         kept = {key: ordered[key] for key in _LEADING_KEYS if key in ordered}
         kept["aiobs_truncated_line_length"] = len(line)
-        return json.dumps(kept, default=_json_default, ensure_ascii=True)
+        return _encode(kept)
 
 
 def shared_processors(settings: Settings) -> list[Processor]:
