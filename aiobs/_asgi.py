@@ -11,7 +11,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -98,7 +97,7 @@ class ObservabilityMiddleware:
         self._request_children: dict[tuple[str, str, str], Any] = {}
         self._duration_children: dict[tuple[str, str], Any] = {}
         self._access_log = (
-            structlog.get_logger("aiobs.access").bind() if settings.access_log else None
+            _logging.AccessLog(settings, observability.log_sink) if settings.access_log else None
         )
         self._endpoints: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             HEALTH_PATH: self._health,
@@ -165,7 +164,9 @@ class ObservabilityMiddleware:
             if span is not None:
                 self._end_span(span, route, status, error)
             if self._access_log is not None:
-                self._access(method, route, status, duration)
+                # With the OpenTelemetry instrumentor the server span is its, and current.
+                current = span if span is not None else trace.get_current_span()
+                self._access_log(method, route, status, duration, current.get_span_context())
             if token is not None:
                 otel_context.detach(token)
 
@@ -217,17 +218,6 @@ class ObservabilityMiddleware:
                 )
                 span.set_status(Status(StatusCode.ERROR))
         span.end()
-
-    def _access(self, method: str, route: str, status: int, duration: float) -> None:
-        assert self._access_log is not None
-        log = self._access_log.error if status >= 500 else self._access_log.info
-        log(
-            catalog.ACCESS_LOG_EVENT,
-            method=method,
-            route=route,
-            status=status,
-            duration_ms=round(duration * 1000, 3),
-        )
 
     def _report(self, error: Exception, span: Any) -> None:
         if span is not None and span.is_recording():

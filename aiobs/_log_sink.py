@@ -15,7 +15,6 @@ import weakref
 from collections.abc import Callable
 from typing import TextIO
 
-
 WRITE_INTERVAL = 0.05
 """Seconds the writer sleeps between batches: waking it per line would cost the serving
 thread a GIL hand-off per log line."""

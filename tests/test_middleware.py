@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import pytest
+import structlog
 from fastapi import FastAPI
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -223,6 +224,35 @@ async def test_access_line_per_request(make_harness: Callable[..., Harness]) -> 
     (span,) = harness.spans()
     assert span.context is not None
     assert line["span_id"] == format(span.context.span_id, "016x")
+
+
+async def test_access_line_has_the_pipeline_shape_and_bound_context(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """The access line carries exactly the keys every line has, in the same formats, plus
+    values bound with structlog.contextvars (cleaned like any field)."""
+    harness = make_harness()
+    app = build_app(harness)
+
+    @app.get("/bound")
+    async def bound() -> dict[str, str]:
+        structlog.contextvars.bind_contextvars(request_id="r-1", token="canary-bound")
+        aiobs.get_logger("app").info("handled")
+        return {}
+
+    try:
+        async with client_for(app) as client:
+            await client.get("/bound")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    handled, access = [
+        line for line in harness.log_lines() if line["event"] in ("handled", "http_request")
+    ]
+    assert list(access)[:7] == list(handled)[:7]
+    assert set(access) - set(handled) == {"method", "route", "status", "duration_ms"}
+    assert len(access["timestamp"]) == len(handled["timestamp"])
+    assert access["request_id"] == "r-1"
+    assert access["token"] == "[REDACTED]"
 
 
 async def test_access_log_can_be_turned_off(make_harness: Callable[..., Harness]) -> None:
