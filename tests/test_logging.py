@@ -63,7 +63,7 @@ def test_secrets_are_redacted_by_key_and_by_value(make_harness: Callable[..., Ha
         "request",
         headers={"Authorization": "Bearer canary1", "X-Api-Key": "canary2", "accept": "*/*"},
         raw_headers=[(b"cookie", b"session=canary3")],
-        password="canary4",  # noqa: S106 - the canary the test hunts for
+        password="canary4",
         url="https://user:canary5@example.com/path",
         note="called with token=canary6 and Bearer canary7.part",
         input_tokens=12,
@@ -83,7 +83,7 @@ def test_exception_tracebacks_have_no_locals(make_harness: Callable[..., Harness
     harness = make_harness()
 
     def fail() -> None:
-        secret_local = "canary-local"  # noqa: F841, S105 - the value must not be logged
+        secret_local = "canary-local"  # noqa: F841 - the value must not be logged
         raise ValueError("bad input")
 
     try:
