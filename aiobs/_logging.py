@@ -12,8 +12,8 @@ import itertools
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 import structlog
@@ -203,7 +203,26 @@ def _json_default(value: Any) -> str:
 
 
 # One encoder for every line: json.dumps with arguments builds a new one per call.
-_encode = json.JSONEncoder(default=_json_default, ensure_ascii=True).encode
+_encode = json.JSONEncoder(default=_json_default, ensure_ascii=True, separators=(",", ":")).encode
+
+_second_cache: tuple[int, str] = (0, "")
+
+
+def utc_timestamp() -> str:
+    """Now in RFC 3339, UTC, microseconds: ``2026-11-29T04:21:43.123456Z``. The part up to
+    the second is formatted once a second."""
+    global _second_cache
+    now = time.time()
+    second = int(now)
+    cached = _second_cache
+    if cached[0] != second:
+        cached = _second_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{int((now - second) * 1e6):06d}Z"
+
+
+def add_timestamp(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    event_dict["timestamp"] = utc_timestamp()
+    return event_dict
 
 
 _LEADING_KEYS = ("timestamp", "level", "event", "logger", "service", "trace_id", "span_id")
@@ -238,7 +257,7 @@ def shared_processors(settings: Settings) -> list[Processor]:
         structlog.processors.add_log_level,
         _normalize_level,
         add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        add_timestamp,
         _static("service", settings.service_name),
         add_trace_ids,
     ]
@@ -262,6 +281,9 @@ class AccessLog:
     def __init__(self, settings: Settings, sink: LogSink) -> None:
         self._write = sink.write
         self._service = settings.service_name
+        self._head = _encode({"event": catalog.ACCESS_LOG_EVENT, "logger": ACCESS_LOGGER})[1:-1]
+        self._service_json = _encode(settings.service_name)
+        self._json: dict[str, str] = {}  # methods and route templates: a bounded set
         self._info = getattr(logging, settings.log_level) <= logging.INFO
         self._error = getattr(logging, settings.log_level) <= logging.ERROR
         self._sanitize = Sanitizer(settings.log_max_field_length)
@@ -272,24 +294,45 @@ class AccessLog:
         failed = status >= 500
         if not (self._error if failed else self._info):
             return
+        bound = structlog.contextvars.get_contextvars()
+        if not bound:  # the usual case: formatted directly, as the encoder would
+            ids = ""
+            if span_context is not None and span_context.is_valid:
+                ids = (
+                    f',"trace_id":"{span_context.trace_id:032x}"'
+                    f',"span_id":"{span_context.span_id:016x}"'
+                )
+            self._write(
+                f'{{"timestamp":"{utc_timestamp()}","level":"{"error" if failed else "info"}",'
+                f'{self._head},"service":{self._service_json}{ids},'
+                f'"method":{self._as_json(method)},"route":{self._as_json(route)},'
+                f'"status":{status},"duration_ms":{round(duration * 1000, 3)!r}}}'
+            )
+            return
         line: dict[str, Any] = {
-            "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "timestamp": utc_timestamp(),
             "level": "error" if failed else "info",
             "event": catalog.ACCESS_LOG_EVENT,
             "logger": ACCESS_LOGGER,
             "service": self._service,
         }
         if span_context is not None and span_context.is_valid:
-            line["trace_id"] = format(span_context.trace_id, "032x")
-            line["span_id"] = format(span_context.span_id, "016x")
-        bound = structlog.contextvars.get_contextvars()
-        if bound:
-            line.update(self._sanitize(None, "info", bound))
+            line["trace_id"] = f"{span_context.trace_id:032x}"
+            line["span_id"] = f"{span_context.span_id:016x}"
+        line.update(self._sanitize(None, "info", bound))
         line["method"] = method
         line["route"] = route
         line["status"] = status
         line["duration_ms"] = round(duration * 1000, 3)
         self._write(_encode(line))
+
+    def _as_json(self, text: str) -> str:
+        encoded = self._json.get(text)
+        if encoded is None:
+            encoded = _encode(text)
+            if len(self._json) < 10_000:
+                self._json[text] = encoded
+        return encoded
 
 
 class SinkLogger:

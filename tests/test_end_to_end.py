@@ -18,8 +18,8 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
+from tests.support import BOOM_MESSAGE
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan, wait_for
-from tests.support.sample_app import BOOM_MESSAGE
 from tests.support.servers import SAMPLE_APP, Server
 
 pytestmark = pytest.mark.slow
@@ -96,7 +96,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
                     lambda: len(receiver.spans) >= len(OBSERVED_PATHS), 10, message="spans"
                 )
                 wait_for(
-                    lambda: server.stdout().count('"event": "http_request"')
+                    lambda: sum(line["event"] == "http_request" for line in server.log_lines())
                     >= len(OBSERVED_PATHS),
                     10,
                     message="access lines",

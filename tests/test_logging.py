@@ -9,12 +9,13 @@ import threading
 import time
 from collections.abc import Callable
 
+import structlog
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 import aiobs
 from aiobs._log_sink import LogSink
-from aiobs._logging import REDACTED, Sanitizer, redact_text
+from aiobs._logging import REDACTED, AccessLog, Sanitizer, _encode, redact_text
 from tests.conftest import Harness
 
 
@@ -180,3 +181,44 @@ def test_uvicorn_access_log_is_replaced(make_harness: Callable[..., Harness]) ->
     lines = harness.log_lines()
     assert [line["logger"] for line in lines] == ["uvicorn.error"]
     assert trace.get_current_span().get_span_context().is_valid is False
+
+
+def test_access_line_formats_exactly_as_the_encoder_would() -> None:
+    """The access line's direct formatting gives, byte for byte after the timestamp, what the
+    JSON encoder gives for the same fields (quotes and non-ASCII in routes included), and the
+    same fields as the path taken when context variables are bound."""
+    stream = io.StringIO()
+    sink = LogSink(capacity=100, on_drop=lambda: None, stream=stream)
+    settings = aiobs.Settings.load({"service_name": 'svc "ü"'}, environ={})
+    access = AccessLog(settings, sink)
+    span_context = trace.SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=False
+    )
+    access("POST", '/v1/"odd"/ü/{name}', 503, 0.0123456, span_context)
+    access("GET", "/health-ish", 200, 0.5, trace.INVALID_SPAN_CONTEXT)
+    structlog.contextvars.bind_contextvars(request_id="r-1")
+    try:
+        access("POST", '/v1/"odd"/ü/{name}', 503, 0.0123456, span_context)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert sink.flush(5)
+    direct, unsampled, through_encoder = stream.getvalue().splitlines()
+    expected = {
+        "level": "error",
+        "event": "http_request",
+        "logger": "aiobs.access",
+        "service": 'svc "ü"',
+        "trace_id": "0af7651916cd43dd8448eb211c80319c",
+        "span_id": "b7ad6b7169203331",
+        "method": "POST",
+        "route": '/v1/"odd"/ü/{name}',
+        "status": 503,
+        "duration_ms": 12.346,
+    }
+    timestamp_end = direct.index('Z"') + 2
+    assert direct[timestamp_end:] == "," + _encode(expected)[1:]
+    parsed = json.loads(through_encoder)
+    assert parsed.pop("request_id") == "r-1"
+    assert parsed.keys() == json.loads(direct).keys()
+    assert "trace_id" not in json.loads(unsampled)
+    assert json.loads(unsampled)["level"] == "info"

@@ -8,12 +8,12 @@ import json
 from fastapi import FastAPI, Request
 
 import aiobs
+from tests.support import BOOM_MESSAGE
 
 app = FastAPI()
 obs = aiobs.instrument(app, service_name="e2e-svc")
 log = aiobs.get_logger("sample_app")
 
-BOOM_MESSAGE = "internal detail: db password at /srv/secret-path"
 
 
 @app.get("/v1/models/{name}")
