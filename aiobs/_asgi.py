@@ -20,7 +20,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from aiobs import _logging, catalog
 from aiobs._metrics import render, wants_openmetrics
 from aiobs._observability import Observability
-from aiobs._tracing import record_error
+from aiobs._tracing import propagation_headers, record_error
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -59,6 +59,7 @@ class _HeaderGetter(Getter[Iterable[tuple[bytes, bytes]]]):
 
 
 _GETTER = _HeaderGetter()
+_EMPTY_CONTEXT = Context()
 
 
 def route_template(scope: Scope) -> str:
@@ -89,6 +90,9 @@ class ObservabilityMiddleware:
         instruments = observability.instruments
         self._tracer = observability.tracer if settings.instrumentation == "aiobs" else None
         self._propagator = observability.propagator
+        self._propagation_fields = frozenset(
+            name.lower().encode("latin-1") for name in propagation_headers(settings)
+        )
         self._public_edge = settings.public_edge
         self._exemplars = settings.exemplars and not settings.multiprocess_dir
         self._requests = instruments.http_requests
@@ -172,7 +176,12 @@ class ObservabilityMiddleware:
 
     def _start_span(self, scope: Scope, method: str) -> trace.Span:
         assert self._tracer is not None
-        parent = self._propagator.extract(scope["headers"], getter=_GETTER)
+        headers = scope["headers"]
+        fields = self._propagation_fields
+        if any(name in fields for name, _ in headers):
+            parent = self._propagator.extract(headers, getter=_GETTER)
+        else:  # most requests carry no context: skip the propagators
+            parent = _EMPTY_CONTEXT
         links = None
         if self._public_edge:
             # A public edge does not let callers choose its trace: new root, caller linked.

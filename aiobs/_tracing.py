@@ -85,6 +85,14 @@ def record_error(span: trace.Span, error: BaseException) -> None:
     )
 
 
+def propagation_headers(settings: Settings) -> frozenset[str]:
+    """Every header the configured propagators may read (B3 reads both of its forms)."""
+    names = set(build_propagator(settings).fields)
+    if any(name.startswith("b3") for name in settings.propagators):
+        names |= {"b3", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-b3-flags"}
+    return frozenset(names)
+
+
 class CountingSpanExporter(SpanExporter):
     """Counts what its exporter accepted and what failed; never raises into the processor."""
 

@@ -173,15 +173,23 @@ async def test_malformed_traceparent_starts_a_new_trace(
     assert span.parent is None
 
 
-async def test_b3_propagation_is_selectable(make_harness: Callable[..., Harness]) -> None:
-    """With OTEL_PROPAGATORS=b3multi the Envoy/Istio headers carry the trace."""
-    harness = make_harness(propagators="b3multi")
-    headers = {"x-b3-traceid": CALLER_TRACE, "x-b3-spanid": CALLER_SPAN, "x-b3-sampled": "1"}
+@pytest.mark.parametrize("propagators", ["b3multi", "b3"])
+async def test_b3_propagation_is_selectable(
+    make_harness: Callable[..., Harness], propagators: str
+) -> None:
+    """With OTEL_PROPAGATORS=b3multi or b3 the Envoy/Istio headers carry the trace, in
+    either of B3's forms."""
+    harness = make_harness(propagators=propagators)
+    multi = {"X-B3-TraceId": CALLER_TRACE, "X-B3-SpanId": CALLER_SPAN, "X-B3-Sampled": "1"}
+    single = {"b3": f"{CALLER_TRACE}-{CALLER_SPAN}-1"}
     async with client_for(build_app(harness)) as client:
-        await client.get("/v1/models/a", headers=headers)
-    (span,) = harness.spans()
-    assert span.context is not None
-    assert format(span.context.trace_id, "032x") == CALLER_TRACE
+        await client.get("/v1/models/a", headers=multi)
+        await client.get("/v1/models/a", headers=single)
+    spans = harness.spans()
+    assert len(spans) == 2
+    for span in spans:
+        assert span.context is not None
+        assert format(span.context.trace_id, "032x") == CALLER_TRACE
 
 
 async def test_unhandled_exception_is_a_json_500_logged_once(
