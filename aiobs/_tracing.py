@@ -164,9 +164,9 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
         return GrpcSpanExporter(  # type: ignore[no-any-return,unused-ignore]
             endpoint=settings.otlp_endpoint, headers=headers, timeout=settings.otlp_timeout
         )
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from aiobs._otlp import FastOTLPSpanExporter
 
-    return OTLPSpanExporter(
+    return FastOTLPSpanExporter(
         endpoint=settings.otlp_endpoint, headers=headers, timeout=settings.otlp_timeout
     )
 

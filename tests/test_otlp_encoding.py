@@ -1,0 +1,122 @@
+"""aiobs's direct OTLP encoder writes what the SDK's encoder writes, message for message, and
+the exporter built from the settings uses it."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
+
+from aiobs import Settings
+from aiobs._otlp import FastOTLPSpanExporter, encode_request
+from aiobs._tracing import build_exporter
+
+REMOTE_PARENT = SpanContext(
+    0x4BF92F3577B34DA6A3CE929D0E0E4736,
+    0x00F067AA0BA902B7,
+    is_remote=True,
+    trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    trace_state=TraceState([("vendor", "value"), ("other", "x")]),
+)
+
+
+def _spans() -> list[ReadableSpan]:
+    exporter = InMemorySpanExporter()
+    limits = SpanLimits(max_span_attributes=6, max_events=2, max_links=1)
+    for schema in (None, "https://opentelemetry.io/schemas/1.26.0"):
+        provider = TracerProvider(
+            resource=Resource({"service.name": "svc", "replicas": 3}, schema_url=schema),
+            span_limits=limits,
+        )
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        plain = provider.get_tracer("aiobs")
+        versioned = provider.get_tracer("app.module", "1.2.3", schema_url=schema)
+        with plain.start_as_current_span("GET /v1/models/{name}", kind=SpanKind.SERVER) as root:
+            root.set_attributes(
+                {"http.request.method": "GET", "http.response.status_code": 200, "ok": True}
+            )
+            with versioned.start_as_current_span("inference ü") as child:
+                child.set_attributes(
+                    {
+                        "ratio": 0.25,
+                        "negative": -7,
+                        "big": 2**62,
+                        "tags": ("a", "b"),
+                        "flags": [True, False],
+                        "numbers": [1.5, -2.0],
+                        "over_the_limit": "dropped",
+                        "also_over": 1,
+                    }
+                )
+                child.add_event("stage compute", {"duration_ms": 1.5})
+                child.add_event("empty")
+                child.add_event("third, dropped")
+                child.set_status(Status(StatusCode.ERROR, "model failed"))
+        remote = set_span_in_context(NonRecordingSpan(REMOTE_PARENT))
+        linked = plain.start_span(
+            "consumer",
+            context=remote,
+            kind=SpanKind.CONSUMER,
+            links=[Link(REMOTE_PARENT, {"reason": "batch"}), Link(REMOTE_PARENT)],
+        )
+        linked.set_status(Status(StatusCode.OK))
+        linked.end()
+        for kind in (SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.INTERNAL):
+            plain.start_span(f"kind {kind.name}", kind=kind).end()
+    return list(exporter.get_finished_spans())
+
+
+def test_direct_encoding_equals_the_sdk_encoding() -> None:
+    """Resources, scopes, schema URLs, every attribute type, events, links, status, trace
+    state, dropped counts and flags decode to the same messages as the SDK's encoding."""
+    spans = _spans()
+    ours = ExportTraceServiceRequest.FromString(encode_request(spans))
+    theirs = encode_spans(spans)
+    assert ours == theirs
+    (decoded,) = [
+        span
+        for scope in ours.resource_spans[0].scope_spans
+        for span in scope.spans
+        if span.name == "inference ü"
+    ]
+    assert decoded.dropped_attributes_count == 2
+    assert decoded.dropped_events_count == 1
+
+
+def test_empty_batch_encodes_to_an_empty_request() -> None:
+    """No spans, no bytes: an empty request."""
+    assert ExportTraceServiceRequest.FromString(encode_request([])) == encode_spans([])
+
+
+def test_settings_build_the_direct_exporter_on_the_sdk_client() -> None:
+    """The HTTP exporter from the settings is the direct one, and this SDK version keeps the
+    HTTP client where it expects it (otherwise every batch would take the slow path)."""
+    settings = Settings.load(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    exporter = build_exporter(settings)
+    assert isinstance(exporter, FastOTLPSpanExporter)
+    assert callable(getattr(exporter._client, "export", None))
+    exporter.shutdown()
+
+
+@pytest.mark.parametrize("value", [object(), {1: {2: object()}}])
+def test_unencodable_values_raise_for_the_fallback(value: object) -> None:
+    """A value outside OTLP's types raises, so the exporter hands the batch to the SDK."""
+    from aiobs._otlp import _any_value
+
+    with pytest.raises(TypeError):
+        _any_value(value)
