@@ -719,3 +719,67 @@ def test_doc_states_the_mode_of_every_gauge_of_the_catalog() -> None:
         row = next((row for row in rows if f"`{metric.name}`" in row), None)
         assert row is not None, f"{metric.name} is missing from docs/multiprocess.md"
         assert f"| `{metric.multiprocess_mode}` |" in row, (metric.name, row)
+
+
+INFERENCE_WORKER = textwrap.dedent(
+    """
+    import json, os, sys
+    from aiobs import Observability, Settings
+
+    spec = json.loads(sys.argv[1])
+    obs = Observability(Settings.load({"gpu_metrics": False}))
+    for _ in range(spec["calls"]):
+        with obs.inference("resnet50", "v1", batch_size=4) as rec:
+            with rec.stage("compute"):
+                pass
+            rec.observe_confidence([0.9, 0.4])
+    obs.set_queue_depth("resnet50", spec["depth"])
+    obs.model_loaded("resnet50", "v1", runtime="onnxruntime", device="cpu", load_seconds=1.5)
+    print(os.getpid(), flush=True)
+    if spec.get("stay"):
+        sys.stdin.readline()
+    """
+)
+
+
+def test_inference_metrics_merge_across_workers(tmp_path: Path) -> None:
+    """With several workers the ai_* counters and histograms add up over live and dead
+    workers, queue depth sums live workers only, and model info does not multiply."""
+    live = subprocess.Popen(
+        [sys.executable, "-c", INFERENCE_WORKER, json.dumps({"calls": 3, "depth": 5, "stay": 1})],
+        env=child_env(tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert live.stdout is not None
+        live.stdout.readline()
+        subprocess.run(
+            [sys.executable, "-c", INFERENCE_WORKER, json.dumps({"calls": 4, "depth": 7})],
+            env=child_env(tmp_path),
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        compact_dead_workers(str(tmp_path))  # what gunicorn's child_exit hook does
+        registry = CollectorRegistry()
+        registry.register(MergedCollector(str(tmp_path)))
+        value = registry.get_sample_value
+        labels = {"model": "resnet50", "model_version": "v1"}
+        assert value("ai_inference_total", labels) == 7
+        assert value("ai_inference_batch_size_sum", labels) == 28
+        assert value("ai_prediction_confidence_count", labels) == 14
+        stage = {**labels, "stage": "compute"}
+        assert value("ai_inference_stage_duration_seconds_count", stage) == 7
+        assert value("ai_inference_queue_depth", {"model": "resnet50"}) == 5
+        assert value("ai_inference_in_flight", {"model": "resnet50"}) == 0
+        info = {**labels, "runtime": "onnxruntime", "device": "cpu"}
+        assert value("ai_model_info", info) == 1
+        assert value("ai_model_cache_size") == 1
+    finally:
+        assert live.stdin is not None
+        live.stdin.close()
+        live.wait(10)
+        if live.stdout is not None:
+            live.stdout.close()
