@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -92,6 +92,7 @@ class InferenceRecord:
         "_first_token",
         "_input_tokens",
         "_last_token",
+        "_links",
         "_output_tokens",
         "_owner",
         "_series",
@@ -107,8 +108,10 @@ class InferenceRecord:
         series: _ModelSeries,
         tracer: trace.Tracer | None,
         batch_size: int | None,
+        links: Sequence[trace.Link] | None = None,
     ) -> None:
         self._owner = owner
+        self._links = links
         self._series = series
         self._tracer = tracer
         self._batch_size = batch_size
@@ -125,7 +128,9 @@ class InferenceRecord:
         series = self._series
         if self._tracer is not None:
             span = self._tracer.start_span(
-                catalog.INFERENCE_SPAN_PREFIX + series.model, attributes=series.span_attributes
+                catalog.INFERENCE_SPAN_PREFIX + series.model,
+                attributes=series.span_attributes,
+                links=self._links,
             )
             self._span = span
             self._token = otel_context.attach(trace.set_span_in_context(span))
@@ -260,7 +265,11 @@ class InferenceTelemetry:
         self._queue_depth = instruments.get(catalog.INFERENCE_QUEUE_DEPTH)
 
     def record(
-        self, model: str, model_version: str = "unknown", batch_size: int | None = None
+        self,
+        model: str,
+        model_version: str = "unknown",
+        batch_size: int | None = None,
+        links: Sequence[trace.Link] | None = None,
     ) -> InferenceRecord:
         series = self._series.get((model, model_version))
         if series is None:
@@ -270,7 +279,7 @@ class InferenceTelemetry:
             parent = trace.get_current_span().get_span_context()
             if parent.is_valid and not parent.trace_flags.sampled:
                 tracer = None  # the sampler would drop the span: skip making it
-        return InferenceRecord(self, series, tracer, batch_size)
+        return InferenceRecord(self, series, tracer, batch_size, links)
 
     def count_error(self, series: _ModelSeries, error_type: str) -> None:
         bounded = self._guard.bound(catalog.INFERENCE_ERRORS.name, catalog.ERROR_TYPE, error_type)

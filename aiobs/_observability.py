@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO, TypeVar
 
 from opentelemetry import propagate, trace
@@ -150,14 +150,19 @@ class Observability:
         self.instruments.service_ready.set(0)
 
     def inference(
-        self, model: str, model_version: str = "unknown", batch_size: int | None = None
+        self,
+        model: str,
+        model_version: str = "unknown",
+        batch_size: int | None = None,
+        links: Sequence[trace.Link] | None = None,
     ) -> InferenceRecord:
         """Record one model call: ``with obs.inference("resnet50", "v1") as rec: ...``.
 
         Counts it, times it and its stages, counts errors by exception class (re-raised
-        unchanged) and opens a child span ``inference <model>``.
+        unchanged) and opens a child span ``inference <model>``. A batch that serves several
+        requests passes their span contexts as ``links``, so each request's trace finds it.
         """
-        return self._inference.record(model, model_version, batch_size)
+        return self._inference.record(model, model_version, batch_size, links)
 
     def track_inference(self, model: str, model_version: str = "unknown") -> Callable[[F], F]:
         """Decorate a sync or async function: each call is one :meth:`inference`."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
+
+from opentelemetry.trace import Link
 
 from aiobs._asgi import ObservabilityMiddleware
 from aiobs._inference import InferenceRecord, track
@@ -34,11 +36,14 @@ def current() -> Observability:
 
 
 def inference(
-    model: str, model_version: str = "unknown", batch_size: int | None = None
+    model: str,
+    model_version: str = "unknown",
+    batch_size: int | None = None,
+    links: Sequence[Link] | None = None,
 ) -> InferenceRecord:
     """Record one model call with the process's Observability (see
     :meth:`Observability.inference`)."""
-    return current().inference(model, model_version, batch_size)
+    return current().inference(model, model_version, batch_size, links)
 
 
 def track_inference(model: str, model_version: str = "unknown") -> Callable[[F], F]:

@@ -25,6 +25,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
+from opentelemetry import trace
 
 from aiobs import Observability
 from demo_service.model import LABELS, MODEL_NAME, LoadedModel
@@ -46,6 +47,8 @@ class _Item:
     image: np.ndarray
     decode_seconds: float
     future: asyncio.Future[Prediction]
+    caller: trace.SpanContext
+    """The request's span: the batch's inference span links to it."""
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -100,7 +103,8 @@ class Batcher:
         if self._stopping:
             raise ServiceStopping("the service is stopping")
         future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(image, decode_seconds, future))
+        caller = trace.get_current_span().get_span_context()
+        self._queue.append(_Item(image, decode_seconds, future, caller))
         self._depth.add(1)
         self._arrived.set()
         return await future
@@ -179,7 +183,11 @@ class Batcher:
         """On a worker thread: one model call for the whole batch, recorded with aiobs."""
         started = time.perf_counter()
         model = self.model
-        with self._obs.inference(MODEL_NAME, model.version, batch_size=len(batch)) as record:
+        # The batch runs on a worker thread, in a trace of its own: it links every request.
+        links = [trace.Link(item.caller) for item in batch if item.caller.is_valid]
+        with self._obs.inference(
+            MODEL_NAME, model.version, batch_size=len(batch), links=links
+        ) as record:
             record.observe_stage("queue", started - batch[0].enqueued)
             images = np.stack([item.image for item in batch])
             stacked = time.perf_counter()

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import Link, StatusCode
 
 import aiobs
 from tests.conftest import Harness
@@ -57,6 +57,22 @@ def test_inference_counts_times_and_spans(make_harness: Callable[..., Harness]) 
     (log_line,) = [line for line in harness.log_lines() if line["event"] == "computing"]
     assert child.context is not None
     assert log_line["span_id"] == format(child.context.span_id, "016x")
+
+
+def test_a_batch_links_the_requests_it_serves(make_harness: Callable[..., Harness]) -> None:
+    """Spans passed as links appear on the batch's inference span."""
+    harness = make_harness()
+    assert harness.obs.tracer is not None
+    requests = [harness.obs.tracer.start_span(f"request {n}") for n in range(3)]
+    links = [Link(span.get_span_context()) for span in requests]
+    with harness.obs.inference("resnet50", "v1", batch_size=3, links=links):
+        pass
+    for span in requests:
+        span.end()
+    (batch,) = [span for span in harness.spans() if span.name == "inference resnet50"]
+    assert [link.context.span_id for link in batch.links] == [
+        span.get_span_context().span_id for span in requests
+    ]
 
 
 def test_errors_are_counted_by_class_and_reraised(make_harness: Callable[..., Harness]) -> None:

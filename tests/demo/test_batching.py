@@ -132,7 +132,8 @@ async def test_http_callers_get_their_own_results_in_shared_batches(
     make_app: Callable[..., tuple[FastAPI, Harness]], model_dir: Path
 ) -> None:
     """Concurrent HTTP requests, each with its own image: each response carries that
-    image's prediction and its own trace id; /metrics shows batches of more than one."""
+    image's prediction and its own trace id; /metrics shows batches of more than one; the
+    batches' inference spans link every request's trace."""
     app, harness = make_app(max_batch_size=16, batch_timeout_ms=100)
     batch = images(12, seed=12)
     expected = demo_model.load(model_dir, "v1", "cpu", ()).predict(batch)
@@ -155,6 +156,13 @@ async def test_http_callers_get_their_own_results_in_shared_batches(
     assert batches < 12, "concurrent requests shared model calls"
     assert harness.sample("ai_inference_batch_size_bucket", le="1.0", **labels) < batches
     assert 'ai_inference_batch_size_count{model="demo-cnn",model_version="v1"}' in metrics
+    linked = {
+        f"{link.context.trace_id:032x}"
+        for span in harness.spans()
+        if span.name == f"inference {MODEL}"
+        for link in span.links
+    }
+    assert trace_ids <= linked
 
 
 async def test_unbatched_service_runs_one_item_per_call(
