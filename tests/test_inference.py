@@ -155,6 +155,17 @@ def test_generative_tokens_and_timings(make_harness: Callable[..., Harness]) -> 
     assert span.attributes["gen_ai.usage.output_tokens"] == 5
 
 
+def test_batch_size_known_only_inside_the_call(make_harness: Callable[..., Harness]) -> None:
+    """set_batch_size records the size a call learned while it ran."""
+    harness = make_harness()
+    with harness.obs.inference("m", "1") as rec:
+        rec.set_batch_size(12)
+    assert harness.sample("ai_inference_batch_size_sum", model="m", model_version="1") == 12
+    (span,) = harness.spans()
+    assert span.attributes is not None
+    assert span.attributes["aiobs.inference.batch_size"] == 12
+
+
 def test_bad_stage_and_token_counts_are_rejected(make_harness: Callable[..., Harness]) -> None:
     """A stage outside the four names, or a negative count, is a clear ValueError."""
     harness = make_harness()
