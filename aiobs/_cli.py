@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -10,6 +11,12 @@ from pathlib import Path
 
 from aiobs._docs import metrics_markdown
 from aiobs._settings import ConfigError, Settings
+
+# Commands whose module parses its own arguments: ``main(argv) -> int`` in that module.
+DELEGATED = {
+    "dashboards": ("aiobs._dashboards", "generate or check the Grafana dashboards (grafanalib)"),
+    "rules": ("aiobs._rules", "export the Prometheus recording and alerting rules"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,7 +29,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     docs = commands.add_parser("docs", help="generate reference docs from the metric catalog")
     docs.add_argument("page", choices=["metrics"])
     docs.add_argument("--out", help="file to write (default: standard output)")
+    for name, (_module, summary) in DELEGATED.items():
+        delegated = commands.add_parser(name, help=summary, add_help=False)
+        delegated.add_argument("arguments", nargs=argparse.REMAINDER)
     arguments = parser.parse_args(argv)
+
+    if arguments.command in DELEGATED:
+        module = importlib.import_module(DELEGATED[arguments.command][0])
+        status: int = module.main([*arguments.arguments])
+        return status
 
     if arguments.command == "config":
         try:
