@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -18,20 +17,12 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from aiobs import _logging, catalog
-from aiobs._metrics import render, wants_openmetrics
+from aiobs._endpoints import Endpoints, Message, Receive, Scope, Send, send_json
 from aiobs._observability import Observability
 from aiobs._tracing import propagation_headers, record_error
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-METRICS_PATH = "/metrics"
-HEALTH_PATH = "/health"
-LIVE_PATH = "/health/live"
-READY_PATH = "/health/ready"
 KNOWN_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
 )
@@ -103,14 +94,7 @@ class ObservabilityMiddleware:
         self._access_log = (
             _logging.AccessLog(settings, observability.log_sink) if settings.access_log else None
         )
-        self._endpoints: dict[str, Callable[[Scope, Receive, Send], Awaitable[None]]] = {
-            HEALTH_PATH: self._health,
-            LIVE_PATH: self._live,
-            READY_PATH: self._ready,
-        }
-        if not settings.metrics_port:
-            self._endpoints[METRICS_PATH] = self._metrics
-        self._exposition_lock = asyncio.Lock()
+        self._endpoints = Endpoints(observability).by_path()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
@@ -239,45 +223,7 @@ class ObservabilityMiddleware:
         if context is not None and context.is_valid:
             body["trace_id"] = format(context.trace_id, "032x")
         with contextlib.suppress(OSError, RuntimeError):  # the client may be gone already
-            await _send_json(send, 500, body)
-
-    # --- endpoints ---------------------------------------------------------------------
-    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.obs.readiness.evaluate()
-        accept = _header(scope, b"accept")
-        registry = self.obs.exposition_registry()
-        openmetrics = wants_openmetrics(accept) and self.obs.settings.exemplars
-        # Exposition is synchronous and grows with the series count: run it on a thread,
-        # one at a time, so neither the event loop nor a scrape storm stalls requests.
-        async with self._exposition_lock:
-            payload, content_type = await asyncio.to_thread(render, registry, openmetrics)
-        await _send_bytes(send, 200, payload, content_type)
-
-    async def _live(self, scope: Scope, receive: Receive, send: Send) -> None:
-        alive = not self.obs.is_shut_down
-        await _send_json(send, 200 if alive else 503, {"status": "pass" if alive else "fail"})
-
-    async def _ready(self, scope: Scope, receive: Receive, send: Send) -> None:
-        results = await self.obs.readiness.evaluate()
-        ready = all(result.ok for result in results) and not self.obs.is_shut_down
-        body = {
-            "status": "pass" if ready else "fail",
-            "checks": {result.name: result.as_json() for result in results},
-        }
-        await _send_json(send, 200 if ready else 503, body)
-
-    async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
-        results = await self.obs.readiness.evaluate()
-        alive = not self.obs.is_shut_down
-        ready = alive and all(result.ok for result in results)
-        body = {
-            "status": "pass" if ready else "fail",
-            "service": self.obs.settings.service_name,
-            "live": alive,
-            "ready": ready,
-            "checks": {result.name: result.as_json() for result in results},
-        }
-        await _send_json(send, 200 if ready else 503, body)
+            await send_json(send, 500, body)
 
     # --- lifespan ----------------------------------------------------------------------
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -295,30 +241,3 @@ class ObservabilityMiddleware:
             await send(message)
 
         await self.app(scope, receive_observed, send_observed)
-
-
-def _header(scope: Scope, name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return ""
-
-
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body, separators=(",", ":")).encode()
-    await _send_bytes(send, status, payload, "application/json")
-
-
-async def _send_bytes(send: Send, status: int, payload: bytes, content_type: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type.encode("latin-1")),
-                (b"content-length", str(len(payload)).encode("latin-1")),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
