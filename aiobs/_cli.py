@@ -20,6 +20,12 @@ DELEGATED = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments_given = list(sys.argv[1:] if argv is None else argv)
+    if arguments_given and arguments_given[0] in DELEGATED:
+        # Everything after the command is the module's, ``--help`` included.
+        module = importlib.import_module(DELEGATED[arguments_given[0]][0])
+        status: int = module.main(arguments_given[1:])
+        return status
     parser = argparse.ArgumentParser(prog="aiobs", description="aiobs command-line tools")
     commands = parser.add_subparsers(dest="command", required=True)
     config = commands.add_parser(
@@ -30,14 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     docs.add_argument("page", choices=["metrics"])
     docs.add_argument("--out", help="file to write (default: standard output)")
     for name, (_module, summary) in DELEGATED.items():
-        delegated = commands.add_parser(name, help=summary, add_help=False)
-        delegated.add_argument("arguments", nargs=argparse.REMAINDER)
-    arguments = parser.parse_args(argv)
-
-    if arguments.command in DELEGATED:
-        module = importlib.import_module(DELEGATED[arguments.command][0])
-        status: int = module.main([*arguments.arguments])
-        return status
+        commands.add_parser(name, help=summary)  # listed in --help; dispatched above
+    arguments = parser.parse_args(arguments_given)
 
     if arguments.command == "config":
         try:

@@ -1,0 +1,78 @@
+"""The one place where the alert rules' thresholds, SLO targets and selectors are set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiobs import catalog
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """Every tunable of the generated rules; ``aiobs rules export`` sets the common ones.
+
+    Durations are in seconds and are divided by ``time_scale`` when rendered, so a test can
+    shrink every window and ``for`` of the real rules (``time_scale=60`` turns an hour into a
+    minute) instead of keeping a hand-written copy.
+    """
+
+    job: str = "aiobs"
+    """Prometheus ``job`` label of the scraped services; every rule selects ``job="<job>"``."""
+    slo_target: float = 0.995
+    """Availability SLO: the share of inferences that must succeed (99.5 %)."""
+    latency_threshold_seconds: float = 0.5
+    """An inference slower than this counts against the latency SLO; must be a bucket bound."""
+    latency_slo_target: float = 0.99
+    """Latency SLO: the share of inferences that must finish within the threshold."""
+    http_5xx_ratio: float = 0.05
+    """Share of HTTP responses with a 5xx status above which AiobsHttp5xxRatioHigh fires."""
+    gpu_memory_ratio: float = 0.9
+    """GPU memory in use over total above which AiobsGpuMemoryPressure fires."""
+    gpu_temperature_celsius: float = 85.0
+    """GPU temperature above which AiobsGpuTemperatureHigh fires."""
+    gpu_saturated_ratio: float = 0.9
+    """Average GPU utilization above which a growing queue means: add capacity."""
+    gpu_idle_ratio: float = 0.05
+    """Average GPU utilization below which a GPU counts as idle (paid for, unused)."""
+    confidence_drop: float = 0.1
+    """Drop of the mean top-1 confidence against a day earlier that signals drift."""
+    runbook_base_url: str = "https://github.com/aiobs/aiobs/blob/main/docs/runbooks.md"
+    """Each alert's ``runbook_url`` is this plus ``#`` and the alert's name in lower case."""
+    time_scale: float = 1.0
+    """Divides every window, ``for`` and offset (tests only; 1 in production)."""
+
+    def __post_init__(self) -> None:
+        for name in ("slo_target", "latency_slo_target"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must be between 0 and 1, not {getattr(self, name)}")
+        if self.latency_threshold_seconds not in catalog.LATENCY_BUCKETS:
+            raise ValueError(
+                f"latency_threshold_seconds must be one of the latency buckets "
+                f"{catalog.LATENCY_BUCKETS}, not {self.latency_threshold_seconds}"
+            )
+        if not self.job or '"' in self.job or "\\" in self.job:
+            raise ValueError(f"job must be a plain non-empty label value, not {self.job!r}")
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+
+    def selector(self, *matchers: str) -> str:
+        """A PromQL label selector: the job plus ``matchers``."""
+        return "{" + ",".join([f'job="{self.job}"', *matchers]) + "}"
+
+    def duration(self, seconds: float) -> str:
+        """``seconds`` divided by ``time_scale``, as a Prometheus duration (``5m``, ``3d``)."""
+        if seconds == 0:
+            return "0s"
+        scaled = max(1, round(seconds / self.time_scale))
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if scaled % size == 0:
+                return f"{scaled // size}{unit}"
+        return f"{scaled}s"
+
+    def runbook_url(self, alert: str) -> str:
+        return f"{self.runbook_base_url}#{alert.lower()}"
+
+
+def number(value: float) -> str:
+    """A threshold as PromQL and YAML show it: ``0.072``, not ``0.07200000000000001``."""
+    return f"{value:.6g}"
