@@ -103,23 +103,38 @@ def availability(config: RulesConfig) -> Group:
             f"sum by (job) (rate({catalog.INFERENCE.name}{config.selector()}[{five}]))",
         )
     )
-    for name, windows, severity, speed, for_seconds in (
-        ("AiobsInferenceErrorBudgetBurnFast", FAST_BURN, "page", "fast", 2 * MINUTE),
-        ("AiobsInferenceErrorBudgetBurnSlow", SLOW_BURN, "ticket", "slow", 15 * MINUTE),
-    ):
-        rules.append(
-            _alert(
-                config,
-                name,
-                _burn_rate_expr(config, record_name, budget, windows),
-                for_seconds,
-                severity,
-                f"{{{{ $labels.job }}}} burns its inference availability budget {speed}",
-                f"{{{{ $value | humanizePercentage }}}} of inferences of {{{{ $labels.job }}}}"
-                f" fail; the SLO is {target} success.",
-            )
-        )
+    rules += _burn_rate_alerts(
+        config,
+        "AiobsInferenceErrorBudgetBurn",
+        "inference availability",
+        _burn_rate_expr(config, record_name, budget, FAST_BURN),
+        _burn_rate_expr(config, record_name, budget, SLOW_BURN),
+        f"{{{{ $value | humanizePercentage }}}} of inferences of {{{{ $labels.job }}}}"
+        f" fail; the SLO is {target} success.",
+    )
     return {"name": "aiobs-availability", "rules": rules}
+
+
+def _burn_rate_alerts(
+    config: RulesConfig, name: str, budget_of: str, fast: str, slow: str, description: str
+) -> list[Rule]:
+    """The pair of the SRE workbook: a fast burn that pages and a slow burn that files a
+    ticket, on the same error budget."""
+    return [
+        _alert(
+            config,
+            name + speed.capitalize(),
+            expression,
+            for_seconds,
+            severity,
+            f"{{{{ $labels.job }}}} burns its {budget_of} budget {speed}",
+            description,
+        )
+        for speed, expression, severity, for_seconds in (
+            ("fast", fast, "page", 2 * MINUTE),
+            ("slow", slow, "ticket", 15 * MINUTE),
+        )
+    ]
 
 
 def latency(config: RulesConfig) -> Group:
@@ -150,22 +165,15 @@ def latency(config: RulesConfig) -> Group:
         )
     threshold = f"{number(config.latency_threshold_seconds)} s"
     target = f"{number(config.latency_slo_target * 100)} %"
-    for name, windows, severity, speed, for_seconds in (
-        ("AiobsInferenceLatencyBudgetBurnFast", FAST_BURN, "page", "fast", 2 * MINUTE),
-        ("AiobsInferenceLatencyBudgetBurnSlow", SLOW_BURN, "ticket", "slow", 15 * MINUTE),
-    ):
-        rules.append(
-            _alert(
-                config,
-                name,
-                _burn_rate_expr(config, record_name, budget, windows),
-                for_seconds,
-                severity,
-                f"{{{{ $labels.job }}}} burns its inference latency budget {speed}",
-                f"{{{{ $value | humanizePercentage }}}} of inferences of {{{{ $labels.job }}}}"
-                f" take longer than {threshold}; the SLO is {target} within it.",
-            )
-        )
+    rules += _burn_rate_alerts(
+        config,
+        "AiobsInferenceLatencyBudgetBurn",
+        "inference latency",
+        _burn_rate_expr(config, record_name, budget, FAST_BURN),
+        _burn_rate_expr(config, record_name, budget, SLOW_BURN),
+        f"{{{{ $value | humanizePercentage }}}} of inferences of {{{{ $labels.job }}}}"
+        f" take longer than {threshold}; the SLO is {target} within it.",
+    )
     return {"name": "aiobs-latency", "rules": rules}
 
 
