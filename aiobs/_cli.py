@@ -16,6 +16,7 @@ from aiobs._settings import ConfigError, Settings
 DELEGATED = {
     "dashboards": ("aiobs._dashboards", "generate or check the Grafana dashboards (grafanalib)"),
     "rules": ("aiobs._rules", "export the Prometheus recording and alerting rules"),
+    "deploy": ("aiobs._deploy", "generate or check the generated Kubernetes manifests"),
 }
 
 
