@@ -14,7 +14,8 @@ do), at most ``--max-in-flight`` at once (past that a request is skipped and cou
 * ``--slow-ratio``: large requests (``--slow-items`` images, default 32) uploaded slowly
   over ``--slow-upload-seconds`` — the latency tail;
 * ``--versions``: model versions and their shares (``v1,v2`` is half and half;
-  ``v1=0.9,v2=0.1`` a canary) — the canary comparison.
+  ``v1=0.9,v2=0.1`` a canary; ``any`` names no version: the service or a mesh chooses) —
+  the canary comparison.
 
 Only loopback targets unless ``--allow-remote`` is given.
 """
@@ -98,11 +99,11 @@ class Traffic:
     def normal(self, version: str, slow: bool = False) -> bytes:
         count = self._slow_items if slow else self._items
         data = [{"image": self._rng.choice(self._images)} for _ in range(count)]
-        return json.dumps({"data": data, "model_version": version}).encode()
+        return json.dumps({"data": data, **_version_field(version)}).encode()
 
     def bad(self, kind: str, version: str) -> bytes:
         def body(data: object, **extra: object) -> bytes:
-            return json.dumps({"data": data, "model_version": version, **extra}).encode()
+            return json.dumps({"data": data, **_version_field(version), **extra}).encode()
 
         if kind == "malformed_json":
             return b'{"data": [{"image": "'
@@ -193,7 +194,15 @@ async def run(args: argparse.Namespace) -> Summary:
     return summary
 
 
+def _version_field(version: str) -> dict[str, str]:
+    """``model_version`` for the body, or nothing with ``--versions any`` (the service, or a
+    mesh routing between versions, chooses)."""
+    return {"model_version": version} if version else {}
+
+
 def parse_versions(text: str) -> list[tuple[str, float]]:
+    if text.strip() == "any":
+        return [("", 1.0)]
     shares = []
     for part in filter(None, (piece.strip() for piece in text.split(","))):
         name, _, weight = part.partition("=")
@@ -254,7 +263,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--versions",
         type=parse_versions,
         default=parse_versions("v1"),
-        help="versions and shares: v1,v2 or v1=0.9,v2=0.1 (default v1)",
+        help="versions and shares: v1,v2 or v1=0.9,v2=0.1 (default v1); 'any' names none "
+        "and lets the service or the mesh choose (canary routing)",
     )
     parser.add_argument("--items", type=_positive(int), default=1, help="images per request")
     parser.add_argument(
