@@ -24,8 +24,9 @@ def _env(deployment: dict[str, Any]) -> dict[str, str]:
 
 @needs_kubectl
 def test_istio_kustomization_renders_and_validates() -> None:
-    """`kubectl kustomize deploy/istio` renders; the Istio resources pass their CRD schemas
-    (tests/support/deploy_schemas.py) and the canary Deployments kubernetes-validate --strict."""
+    """`kubectl kustomize deploy/istio` renders; the Istio resources pass their CRD-derived
+    models (tests/support/deploy_schemas.py) and the canary Deployments kubernetes-validate
+    --strict."""
     documents = render("istio")
     kinds = {d["kind"] for d in documents}
     assert {"Gateway", "VirtualService", "DestinationRule", "PeerAuthentication",

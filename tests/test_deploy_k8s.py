@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema
 import pytest
 import yaml
 from fastapi import FastAPI
@@ -28,7 +27,7 @@ from tests.support.deploy import (
     render,
     validate,
 )
-from tests.support.deploy_schemas import SCHEMAS
+from tests.support.deploy_schemas import MODELS, validate_custom
 
 OVERLAYS = ("cpu", "gpu")
 
@@ -90,7 +89,7 @@ def test_dashboard_configmaps_are_the_dashboards_directory() -> None:
 @pytest.mark.parametrize("overlay", [*OVERLAYS, "prometheus-adapter"])
 def test_kustomizations_render_and_validate(overlay: str) -> None:
     """`kubectl kustomize` renders the overlay offline; every built-in kind passes
-    kubernetes-validate --strict and every custom resource passes its CRD schema."""
+    kubernetes-validate --strict and every custom resource passes its CRD-derived model."""
     documents = render(overlay)
     assert documents
     for document in documents:
@@ -251,18 +250,53 @@ def test_hpa_scales_on_a_per_pod_metric_of_the_catalog(overlay: str) -> None:
                    for m in hpa["spec"]["metrics"])  # fmt: skip
 
 
+MISPLACED = [
+    ("cpu", "ServiceMonitor", "aiobs-demo", ("spec", "endpoints", 0), "intervall", "15s"),
+    ("cpu", "ServiceMonitor", "aiobs-demo", ("spec", "endpoints", 0), "scrape_timeout", "5s"),
+    ("cpu", "ServiceMonitor", "aiobs-demo", ("metadata",), "label", {}),
+    ("cpu", "PrometheusRule", "aiobs-demo-rules", ("spec", "groups", 0, "rules", 0), "fore", "5m"),
+    ("istio", "Gateway", "aiobs-demo", ("spec", "servers", 0, "port"), "hosts", ["*"]),
+    ("istio", "VirtualService", "aiobs-demo", ("spec", "http", 0), "timout", "5s"),
+    ("istio", "DestinationRule", "aiobs-demo", ("spec", "trafficPolicy"), "http2MaxRequests", 1),
+    ("istio", "PeerAuthentication", "default", ("spec",), "mode", "STRICT"),
+    ("istio", "AuthorizationPolicy", "aiobs-demo", ("spec", "rules", 0), "methods", ["GET"]),
+]
+"""(kustomization, kind, name, path to an object, key, value): a misspelt, snake_case or
+misplaced field planted in each custom kind of deploy/."""
+
+
 @needs_kubectl
 def test_the_validators_reject_a_misplaced_field() -> None:
-    """A field in the wrong place fails both kubernetes-validate --strict (Deployment) and the
-    CRD schema (ServiceMonitor), so the passing validations above are not vacuous."""
+    """A field in the wrong place fails kubernetes-validate --strict (Deployment), so the
+    passing validations of built-in kinds above are not vacuous."""
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     documents = render("cpu")
     deployment = json.loads(json.dumps(one(documents, "Deployment", "aiobs-demo")))
     deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
-    monitor = json.loads(json.dumps(one(documents, "ServiceMonitor", "aiobs-demo")))
-    monitor["spec"]["endpoints"][0]["intervall"] = "15s"
-    key = (monitor["apiVersion"], monitor["kind"])
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(monitor, SCHEMAS[key])
+
+
+@needs_kubectl
+@pytest.mark.parametrize(("kustomization", "kind", "name", "path", "key", "value"), MISPLACED)
+def test_the_crd_models_reject_a_misplaced_field(
+    kustomization: str, kind: str, name: str, path: tuple[str | int, ...], key: str, value: Any
+) -> None:
+    """Each custom kind passes its CRD-derived model as rendered and fails it with one field
+    planted where the CRD has none, so the passing validations above are not vacuous."""
+    pydantic = pytest.importorskip("pydantic")
+    document = json.loads(json.dumps(one(render(kustomization), kind, name)))
+    assert (document["apiVersion"], kind) in MODELS
+    validate_custom(document)
+    target: Any = document
+    for step in path:
+        target = target[step]
+    assert key not in target
+    target[key] = value
+    with pytest.raises(pydantic.ValidationError, match="extra_forbidden"):
+        validate_custom(document)
+
+
+def test_every_custom_kind_has_a_planted_field() -> None:
+    """MISPLACED covers every kind the CRD models validate."""
+    assert {kind for _, kind, *_ in MISPLACED} == {kind for _, kind in MODELS}
