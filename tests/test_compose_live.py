@@ -12,7 +12,6 @@ v1 and v2, so v2 is folded into ``other`` and the real AiobsLabelValuesFolded ru
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from tests.support.compose import (
 from tests.support.dashboards_prometheus import dashboards, substitute
 from tests.support.otlp_receiver import HOST, OtlpReceiver, RefusingPort, free_port, wait_for
 from tests.support.prometheus import Daemon
-from tests.support.servers import REPO_ROOT, child_env
+from tests.support.servers import REPO_ROOT, child_env, stop_process
 
 pytestmark = [
     pytest.mark.slow,
@@ -44,16 +43,6 @@ pytestmark = [
 ALERT = "AiobsLabelValuesFolded"
 RUNNING = ("aiobs", "prometheus", "alertmanager")
 NOT_RUNNING = ("jaeger", "fluent-bit", "loki")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 @pytest.fixture
@@ -103,7 +92,7 @@ def demo(compose: dict[str, Any], jaeger: OtlpReceiver, tmp_path: Path) -> Itera
         wait_for(ready, timeout=90, interval=0.2, message="demo not ready")
         yield f"{HOST}:{port}"
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 @pytest.fixture
@@ -122,7 +111,7 @@ def loadgen(compose: dict[str, Any], demo: str, tmp_path: Path) -> Iterator[None
     try:
         yield
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def _alertmanager(compose: dict[str, Any], workdir: Path) -> Daemon:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 from aiobs import catalog
 from tests.support.dashboards_prometheus import PROMETHEUS, Prometheus, panels, substitute
 from tests.support.otlp_receiver import HOST, OtlpReceiver, free_port
-from tests.support.servers import REPO_ROOT, child_env
+from tests.support.servers import REPO_ROOT, child_env, stop_process
 
 pytestmark = [
     pytest.mark.slow,
@@ -111,12 +110,7 @@ def demo(tmp_path: Path) -> Iterator[str]:
                 time.sleep(0.1)
         yield url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        stop_process(process)
         receiver.stop()
 
 

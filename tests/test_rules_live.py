@@ -9,7 +9,6 @@ no scrape gap: a stopped target would resolve the alert by staleness, proving no
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from aiobs._rules import rule_files
 from aiobs._rules_config import RulesConfig
 from tests.support.otlp_receiver import HOST, free_port, wait_for
 from tests.support.prometheus import WebhookReceiver, alertmanager, prometheus
-from tests.support.servers import REPO_ROOT, child_env
+from tests.support.servers import REPO_ROOT, child_env, stop_process
 
 pytestmark = [
     pytest.mark.slow,
@@ -78,13 +77,8 @@ class Demo:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.process is not None:
+            stop_process(self.process)
 
 
 class MetricsRelay:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from tests.support.otlp_receiver import HOST, free_port
+from tests.support.servers import stop_process
 
 PROMETHEUS = shutil.which("prometheus")
 DASHBOARDS_DIR = Path(__file__).resolve().parents[2] / "dashboards"
@@ -86,10 +87,4 @@ class Prometheus:
 
     def stop(self) -> None:
         self.client.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_process(self.process, timeout=10)

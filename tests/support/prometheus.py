@@ -14,6 +14,7 @@ import httpx
 import yaml
 
 from tests.support.otlp_receiver import HOST, free_port, wait_for
+from tests.support.servers import stop_process
 
 
 class Daemon:
@@ -47,13 +48,8 @@ class Daemon:
             return False
 
     def __exit__(self, *_exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.process is not None:
+            stop_process(self.process)
 
     def log(self) -> str:
         if not self.log_path.exists():

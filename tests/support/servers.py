@@ -33,6 +33,17 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**base, **(extra or {})}
 
 
+def stop_process(process: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    """SIGTERM a child process and reap it; killed if it outlives ``timeout``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 class ServerError(RuntimeError):
     """The server did not start, or did not stop."""
 
