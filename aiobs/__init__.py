@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from aiobs import logging  # noqa: F401 - aiobs.logging.processors() after `import aiobs`
 from aiobs._asgi import ObservabilityMiddleware
 from aiobs._health import ReadinessCheck
 from aiobs._inference import InferenceRecord

@@ -1,10 +1,16 @@
 """The pure ASGI middleware: one server span, the ``http_*`` metrics and one access line per
-request; the ``/metrics`` and ``/health`` endpoints; bounded flush at lifespan shutdown."""
+request; the ``/metrics`` and ``/health`` endpoints; bounded flush at lifespan shutdown.
+
+Transparent by design: every message the app sends reaches the server unchanged, and an
+exception the app raises is recorded (span, metric, one log line) and raised again, so that the
+app's error handlers, the server and anything wrapping the app see it as without aiobs. What is
+recorded is what the client got: the status actually sent, ``499`` when the client went away
+before the response ended (nginx's convention), and the duration to the last byte.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -17,8 +23,9 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from aiobs import _logging, catalog
-from aiobs._endpoints import Endpoints, Message, Receive, Scope, Send, send_json
+from aiobs._endpoints import Endpoints, Message, Receive, Scope, Send
 from aiobs._observability import Observability
+from aiobs._routes import route_template
 from aiobs._tracing import propagation_headers, record_error
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -29,6 +36,8 @@ KNOWN_METHODS = frozenset(
 # A propagation header longer than this is ignored rather than parsed (W3C limits
 # traceparent to 55 characters and recommends 512 for tracestate; baggage allows 8192).
 MAX_PROPAGATION_HEADER = 8192
+CLIENT_CLOSED_REQUEST = 499
+"""Status recorded when the client disconnects before the response ends (nginx's 499)."""
 
 _error_log = logging.getLogger("aiobs.http")
 
@@ -53,26 +62,15 @@ _GETTER = _HeaderGetter()
 _EMPTY_CONTEXT = Context()
 
 
-def route_template(scope: Scope) -> str:
-    """The matched route's template (``/v1/models/{name}``), mounts included, or
-    ``unmatched``. Read after the router ran: Starlette records the route in the scope."""
-    route = scope.get("route")
-    if route is None:
-        return catalog.UNMATCHED_ROUTE
-    template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    if not isinstance(template, str):
-        return catalog.UNMATCHED_ROUTE
-    # Inside a mount, root_path grew by the mount's prefix.
-    root_path: str = scope.get("root_path", "")
-    prefix = root_path[len(scope.get("app_root_path", "")) :]
-    if hasattr(route, "routes") and template.endswith("/{path}"):  # the mount itself
-        return prefix + "/{path}"
-    return prefix + template
-
-
 class ObservabilityMiddleware:
-    """Add with ``app.add_middleware(ObservabilityMiddleware, observability=obs)``, or let
-    :func:`aiobs.instrument` do it."""
+    """Wraps an ASGI application. :func:`aiobs.instrument` puts it outside a Starlette app's
+    whole middleware stack, so that it sees the status the client actually gets; it can also
+    be added by hand: ``app.add_middleware(ObservabilityMiddleware, observability=obs)``.
+
+    When a span is already current as a request arrives (an OpenTelemetry instrumentation
+    outside, such as ``opentelemetry-instrument``'s), that span is the request's server span:
+    aiobs makes none of its own, and its metrics, access line and inference spans join it.
+    """
 
     def __init__(self, app: ASGIApp, observability: Observability) -> None:
         self.app = app
@@ -88,12 +86,13 @@ class ObservabilityMiddleware:
         self._exemplars = settings.exemplars and not settings.multiprocess_dir
         self._requests = instruments.http_requests
         self._duration = instruments.http_duration
+        self._first_byte = instruments.http_first_byte
         self._in_flight = instruments.http_in_flight
+        self._bound_route = observability.label_guard.bound
         self._request_children: dict[tuple[str, str, str], Any] = {}
         self._duration_children: dict[tuple[str, str], Any] = {}
-        self._access_log = (
-            _logging.AccessLog(settings, observability.log_sink) if settings.access_log else None
-        )
+        self._first_byte_children: dict[tuple[str, str], Any] = {}
+        self._access_log = observability.access_log if settings.access_log else None
         self._endpoints = Endpoints(observability).by_path()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -119,42 +118,74 @@ class ObservabilityMiddleware:
         method = scope["method"]
         if method not in KNOWN_METHODS:
             method = "_OTHER"
+        root_path = scope.get("root_path", "")
         self._in_flight.inc()
+        server_span = trace.get_current_span()
         span = None
         token = None
-        if self._tracer is not None:
-            span = self._start_span(scope, method)
+        if self._tracer is not None and not server_span.get_span_context().is_valid:
+            span = server_span = self._start_span(scope, method)
             token = otel_context.attach(trace.set_span_in_context(span))
         status = 0
+        first_byte = 0.0  # when the first body chunk of a streamed response was sent
+        last_byte = 0.0  # when the response ended
+        disconnected = False
+
+        async def receive_observed() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect" and not last_byte:
+                disconnected = True
+            return message
 
         async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
+            nonlocal status, first_byte, last_byte, disconnected
+            kind = message["type"]
+            if kind == "http.response.body":
+                if message.get("more_body", False):
+                    if not first_byte:
+                        first_byte = time.perf_counter()
+                elif not last_byte:
+                    last_byte = time.perf_counter()
+            elif kind == "http.response.start":
                 status = message["status"]
-            await send(message)
+            elif kind == "http.response.pathsend":
+                last_byte = time.perf_counter()
+            try:
+                await send(message)
+            except OSError:  # ASGI 2.4: the client is gone
+                disconnected = True
+                raise
 
-        error: Exception | None = None
+        error: BaseException | None = None
         try:
-            await self.app(scope, receive, send_observed)
-        except Exception as exc:  # noqa: BLE001 - answered with a JSON 500, logged once
+            await self.app(scope, receive_observed, send_observed)
+        except BaseException as exc:
             error = exc
-            if status == 0:
-                await self._send_error(send, span)
-            status = 500
+            raise
         finally:
-            duration = time.perf_counter() - started
+            ended = time.perf_counter()
             self._in_flight.dec()
-            status = status or 500  # the app ended without answering
-            route = route_template(scope)
-            self._record(method, route, status, duration, span)
-            if error is not None:
-                self._report(error, span)
+            if disconnected or isinstance(error, asyncio.CancelledError):
+                status = CLIENT_CLOSED_REQUEST
+            elif not status:  # no answer: the server sends 500
+                status = 500
+            failure = error if isinstance(error, Exception) and status != 499 else None
+            route = route_template(scope, root_path)
+            if route != catalog.UNMATCHED_ROUTE:
+                route = self._bound_route(catalog.HTTP_REQUESTS.name, catalog.ROUTE, route)
+            context = server_span.get_span_context()
+            self._record(method, route, status, (last_byte or ended) - started, context)
+            if first_byte:
+                self._record_first_byte(method, route, first_byte - started)
+            if failure is not None:
+                if span is not None and span.is_recording():
+                    record_error(span, failure)
+                _error_log.error("unhandled_exception", exc_info=failure)
             if span is not None:
-                self._end_span(span, route, status, error)
+                self._end_span(span, route, status, failure)
             if self._access_log is not None:
-                # With the OpenTelemetry instrumentor the server span is its, and current.
-                current = span if span is not None else trace.get_current_span()
-                self._access_log(method, route, status, duration, current.get_span_context())
+                self._access_log(method, route, status, (last_byte or ended) - started, context)
             if token is not None:
                 otel_context.detach(token)
 
@@ -184,7 +215,9 @@ class ObservabilityMiddleware:
             links=links,
         )
 
-    def _record(self, method: str, route: str, status: int, duration: float, span: Any) -> None:
+    def _record(
+        self, method: str, route: str, status: int, duration: float, context: Any
+    ) -> None:
         key = (method, route, str(status))
         counter = self._request_children.get(key)
         if counter is None:
@@ -193,11 +226,17 @@ class ObservabilityMiddleware:
         histogram = self._duration_children.get(key[:2])
         if histogram is None:
             histogram = self._duration_children[key[:2]] = self._duration.labels(method, route)
-        context = span.get_span_context() if span is not None and self._exemplars else None
-        if context is not None and context.trace_flags.sampled:
+        if self._exemplars and context.trace_flags.sampled:
             histogram.observe(duration, {"trace_id": format(context.trace_id, "032x")})
         else:
             histogram.observe(duration)
+
+    def _record_first_byte(self, method: str, route: str, seconds: float) -> None:
+        histogram = self._first_byte_children.get((method, route))
+        if histogram is None:
+            histogram = self._first_byte.labels(method, route)
+            self._first_byte_children[(method, route)] = histogram
+        histogram.observe(seconds)
 
     def _end_span(self, span: Any, route: str, status: int, error: Exception | None) -> None:
         if span.is_recording():
@@ -205,25 +244,12 @@ class ObservabilityMiddleware:
                 span.update_name(f"{span.name} {route}")
                 span.set_attribute(catalog.ATTR_HTTP_ROUTE, route)
             span.set_attribute(catalog.ATTR_HTTP_STATUS, status)
-            if status >= 500:
+            if error is not None or 500 <= status < 600:
                 span.set_attribute(
                     catalog.ATTR_ERROR_TYPE, type(error).__name__ if error else str(status)
                 )
                 span.set_status(Status(StatusCode.ERROR))
         span.end()
-
-    def _report(self, error: Exception, span: Any) -> None:
-        if span is not None and span.is_recording():
-            record_error(span, error)
-        _error_log.error("unhandled_exception", exc_info=error)
-
-    async def _send_error(self, send: Send, span: Any) -> None:
-        body: dict[str, Any] = {"error": "internal_server_error", "detail": "Internal Server Error"}
-        context = span.get_span_context() if span is not None else None
-        if context is not None and context.is_valid:
-            body["trace_id"] = format(context.trace_id, "032x")
-        with contextlib.suppress(OSError, RuntimeError):  # the client may be gone already
-            await send_json(send, 500, body)
 
     # --- lifespan ----------------------------------------------------------------------
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -335,6 +336,38 @@ class AccessLog:
         return encoded
 
 
+class StdlibAccessLog:
+    """The ``http_request`` line as a standard-library record of the logger ``aiobs.access``,
+    its fields as ``extra``: for services that keep logging to themselves
+    (``configure_logging=False``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+
+    def __call__(
+        self, method: str, route: str, status: int, duration: float, span_context: Any
+    ) -> None:
+        level = logging.ERROR if status >= 500 else logging.INFO
+        if not self._logger.isEnabledFor(level):
+            return
+        fields: dict[str, Any] = {
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": round(duration * 1000, 3),
+        }
+        if span_context is not None and span_context.is_valid:
+            fields["trace_id"] = f"{span_context.trace_id:032x}"
+            fields["span_id"] = f"{span_context.span_id:016x}"
+        self._logger.log(level, catalog.ACCESS_LOG_EVENT, extra=fields)
+
+
+def access_log(settings: Settings, sink: LogSink) -> AccessLog | StdlibAccessLog:
+    """The access line writer: straight to aiobs's sink when aiobs configures logging, else
+    through the standard library to whatever the service configured."""
+    return AccessLog(settings, sink) if settings.configure_logging else StdlibAccessLog(settings)
+
+
 class SinkLogger:
     """The structlog logger that hands rendered lines to a :class:`LogSink`."""
 
@@ -374,18 +407,23 @@ class SinkHandler(logging.Handler):
 def configure(settings: Settings, sink: LogSink) -> Callable[[], None]:
     """Route structlog and the standard library (uvicorn included) into ``sink``.
 
+    The root logger's console handlers give way to aiobs's; its other handlers (a file, a
+    log shipper's) keep receiving every record. A structlog configuration the service made
+    before is kept (add :func:`aiobs.logging.processors` to it for trace ids).
     Touches process globals (structlog's configuration, the root logger); returns a function
     that undoes it, for tests.
     """
     level = getattr(logging, settings.log_level)
     shared = shared_processors(settings)
-    structlog.configure(
-        processors=[*shared, renderer(settings)],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=SinkLoggerFactory(sink),
-        context_class=dict,
-        cache_logger_on_first_use=False,
-    )
+    own_structlog = not structlog.is_configured()
+    if own_structlog:
+        structlog.configure(
+            processors=[*shared, renderer(settings)],
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            logger_factory=SinkLoggerFactory(sink),
+            context_class=dict,
+            cache_logger_on_first_use=False,
+        )
     formatter = structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer(settings)],
         foreign_pre_chain=shared,
@@ -393,16 +431,34 @@ def configure(settings: Settings, sink: LogSink) -> Callable[[], None]:
     handler = SinkHandler(sink, formatter)
     root = logging.getLogger()
     previous = (root.handlers[:], root.level)
-    root.handlers = [handler]
+    root.handlers = [handler, *(kept for kept in root.handlers if not _is_console(kept))]
     root.setLevel(level)
     route_server_loggers()
+    if not own_structlog:
+        logging.getLogger("aiobs").info(
+            "structlog_configuration_kept",
+            extra={"hint": "add aiobs.logging.processors() to it for trace ids"},
+        )
 
     def undo() -> None:
-        structlog.reset_defaults()
+        if own_structlog:
+            structlog.reset_defaults()
         root.handlers, level_before = previous
         root.setLevel(level_before)
 
     return undo
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    """A handler writing to the terminal (``logging.basicConfig``'s): aiobs's JSON replaces
+    it. File handlers, handlers of log shippers and error trackers are not."""
+    stream = getattr(handler, "stream", None)
+    return type(handler) is logging.StreamHandler and stream in (
+        sys.stdout,
+        sys.stderr,
+        sys.__stdout__,
+        sys.__stderr__,
+    )
 
 
 def route_server_loggers() -> None:

@@ -52,6 +52,7 @@ class Instruments:
         self._created: dict[str, Any] = {}
         self.http_requests = self.get(catalog.HTTP_REQUESTS)
         self.http_duration = self.get(catalog.HTTP_REQUEST_DURATION)
+        self.http_first_byte = self.get(catalog.HTTP_RESPONSE_FIRST_BYTE)
         self.http_in_flight = self.get(catalog.HTTP_REQUESTS_IN_FLIGHT)
         self.service_ready = self.get(catalog.SERVICE_READY)
         self.spans_exported = self.get(catalog.SPANS_EXPORTED)

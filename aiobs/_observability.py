@@ -47,6 +47,7 @@ class Observability:
         log_stream: TextIO | None = None,
         environ: Any = None,
         nvml: Any = None,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.settings = settings
         check_multiprocess_dir(
@@ -61,12 +62,20 @@ class Observability:
         self.instruments = Instruments(
             registry if registry is not None else REGISTRY, settings.multiprocess_dir
         )
-        self.tracer_provider: TracerProvider | None = None
+        # The tracer provider aiobs built and owns (exporter, flush, shutdown), or None when
+        # it joins the service's own (``tracer_provider``): one export pipeline per process.
+        self._own_provider: TracerProvider | None = None
+        self.tracer_provider: trace.TracerProvider | None = tracer_provider
         self.tracer: trace.Tracer | None = None
-        if settings.tracing:
-            self.tracer_provider = build_tracer_provider(settings, self.instruments, span_exporter)
+        if settings.tracing and tracer_provider is None:
+            self._own_provider = build_tracer_provider(settings, self.instruments, span_exporter)
+            self.tracer_provider = self._own_provider
+        if settings.tracing and self.tracer_provider is not None:
             self.tracer = self.tracer_provider.get_tracer("aiobs")
-        self.propagator = build_propagator(settings)
+        # Joining a set-up means keeping its propagator too.
+        self.propagator = (
+            propagate.get_global_textmap() if tracer_provider else build_propagator(settings)
+        )
         # Read at scrape time by whichever process serves /metrics: once per scrape.
         self.gpu_collector = open_gpu_collector(nvml) if settings.gpu_metrics else None
         if self.gpu_collector is not None and not settings.multiprocess_dir:
@@ -74,6 +83,7 @@ class Observability:
         self.log_sink = LogSink(
             settings.log_queue_size, self.instruments.log_lines_dropped.inc, log_stream
         )
+        self.access_log = _logging.access_log(settings, self.log_sink)
         self.readiness = Readiness(settings.readiness_timeout, self._set_ready)
         folded = self.instruments.get(catalog.LABEL_VALUES_FOLDED)
         self.label_guard = LabelGuard(
@@ -94,16 +104,18 @@ class Observability:
 
     # --- process-wide set-up -----------------------------------------------------------
     def install(self) -> Observability:
-        """Route logging through aiobs, make this the global tracer provider and propagator,
-        flush at exit. The only method that touches process globals."""
-        self._undo_logging = _logging.configure(self.settings, self.log_sink)
-        propagate.set_global_textmap(self.propagator)
+        """Route logging through aiobs (unless ``configure_logging`` is off), make aiobs's
+        tracer provider and propagator the global ones when it owns them, flush at exit.
+        The only method that touches process globals."""
+        if self.settings.configure_logging:
+            self._undo_logging = _logging.configure(self.settings, self.log_sink)
         # The API allows one global provider per process; an existing one is kept.
         global_provider = trace.get_tracer_provider()
-        if self.tracer_provider is not None and isinstance(
+        if self._own_provider is not None and isinstance(
             global_provider, trace.ProxyTracerProvider
         ):
-            trace.set_tracer_provider(self.tracer_provider)
+            propagate.set_global_textmap(self.propagator)
+            trace.set_tracer_provider(self._own_provider)
         if self.settings.metrics_port:
             self.start_metrics_server()
         atexit.register(self._at_exit)
@@ -205,8 +217,8 @@ class Observability:
         """Export queued spans and write queued log lines (blocking: not on the event loop)."""
         deadline = time.monotonic() + timeout
         spans = True
-        if self.tracer_provider is not None:
-            spans = self.tracer_provider.force_flush(int(timeout * 1000))
+        if self._own_provider is not None:
+            spans = self._own_provider.force_flush(int(timeout * 1000))
         return self.log_sink.flush(max(0.0, deadline - time.monotonic())) and spans
 
     def shutdown(self, timeout: float | None = None) -> bool:
@@ -223,8 +235,8 @@ class Observability:
         budget = self.settings.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         finished = True
-        if self.tracer_provider is not None:
-            provider = self.tracer_provider
+        if self._own_provider is not None:  # a joined provider is its owner's to shut down
+            provider = self._own_provider
             worker = threading.Thread(
                 target=lambda: provider.shutdown(), name="aiobs-shutdown", daemon=True
             )
@@ -248,6 +260,11 @@ class Observability:
     def installed(self) -> bool:
         """Whether :meth:`install` routed the process's logging through aiobs."""
         return self._undo_logging is not None
+
+    @property
+    def joined_tracing(self) -> bool:
+        """Whether spans go through a tracer provider the service set up before aiobs."""
+        return self.tracer_provider is not None and self._own_provider is None
 
     @property
     def is_shut_down(self) -> bool:

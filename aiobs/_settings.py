@@ -63,6 +63,7 @@ class Settings:
     propagators: tuple[str, ...] = ("tracecontext", "baggage")
     public_edge: bool = False
     instrumentation: str = "aiobs"
+    json_errors: bool = True
 
     metrics_port: int = 0
     metrics_addr: str = "0.0.0.0"
@@ -71,6 +72,7 @@ class Settings:
     max_label_values: int = 100
     gpu_metrics: bool = True
 
+    configure_logging: bool = True
     log_level: str = "INFO"
     log_format: str = "json"
     access_log: bool = True
@@ -287,12 +289,14 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("propagators", _propagators, ("OTEL_PROPAGATORS",)),
     _Field("public_edge", _boolean, ("AIOBS_PUBLIC_EDGE",)),
     _Field("instrumentation", _choice(INSTRUMENTATIONS), ("AIOBS_INSTRUMENTATION",)),
+    _Field("json_errors", _boolean, ("AIOBS_JSON_ERRORS",)),
     _Field("metrics_port", _integer(0, 65535), ("AIOBS_METRICS_PORT",)),
     _Field("metrics_addr", _string, ("AIOBS_METRICS_ADDR",)),
     _Field("exemplars", _boolean, ("AIOBS_EXEMPLARS",)),
     _Field("multiprocess_dir", _optional_string, ("PROMETHEUS_MULTIPROC_DIR",)),
     _Field("gpu_metrics", _boolean, ("AIOBS_GPU_METRICS",)),
     _Field("max_label_values", _integer(1, 100_000), ("AIOBS_MAX_LABEL_VALUES",)),
+    _Field("configure_logging", _boolean, ("AIOBS_CONFIGURE_LOGGING",)),
     _Field("log_level", _choice(LOG_LEVELS, upper=True), ("AIOBS_LOG_LEVEL",)),
     _Field("log_format", _choice(LOG_FORMATS), ("AIOBS_LOG_FORMAT",)),
     _Field("access_log", _boolean, ("AIOBS_ACCESS_LOG",)),

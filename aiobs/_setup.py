@@ -6,9 +6,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from opentelemetry import trace
 from opentelemetry.trace import Link
 
-from aiobs._asgi import ObservabilityMiddleware
 from aiobs._inference import InferenceRecord, track
 from aiobs._observability import Observability
 from aiobs._settings import Settings
@@ -21,12 +21,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 def setup(*, environ: Mapping[str, str] | None = None, **settings: Any) -> Observability:
     """Set up metrics, traces and logs for this process, once; later calls return the same
     object. ``settings`` are :class:`~aiobs.Settings` fields (``service_name=...``) and win
-    over the environment and the YAML file."""
+    over the environment and the YAML file.
+
+    A tracer provider already set globally (``opentelemetry-instrument``, the OpenTelemetry
+    Operator's auto-instrumentation, Logfire, or the service's own SDK set-up) is joined:
+    aiobs's spans go through it, with its exporter, sampler and propagator, and aiobs adds
+    no export pipeline of its own.
+    """
     global _current
     with _lock:
         if _current is None:
             resolved = Settings.load(settings, environ)
-            _current = Observability(resolved, environ=environ).install()
+            provider = trace.get_tracer_provider()
+            existing = None if isinstance(provider, trace.ProxyTracerProvider) else provider
+            _current = Observability(
+                resolved, environ=environ, tracer_provider=existing
+            ).install()
         return _current
 
 
@@ -60,15 +70,14 @@ def instrument(
 ) -> Observability:
     """Give a FastAPI (or Starlette) app metrics, traces, JSON logs and health endpoints.
 
-    Idempotent: instrumenting the same app again returns its Observability unchanged.
-    Pass ``observability`` to use one built elsewhere (tests inject registries this way).
+    Call it before the app serves its first request. Idempotent: instrumenting the same app
+    again returns its Observability unchanged. Pass ``observability`` to use one built
+    elsewhere (tests inject registries this way).
     """
     existing = getattr(app.state, "aiobs", None)
     if isinstance(existing, Observability):
         return existing
     obs = observability if observability is not None else setup(environ=environ, **settings)
-    _stand_aside_fastapi_telemetry(app, obs)
-    app.add_middleware(ObservabilityMiddleware, observability=obs)
     if obs.settings.instrumentation == "opentelemetry" and obs.tracer_provider is not None:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
@@ -78,18 +87,13 @@ def instrument(
             excluded_urls="/metrics$,/health$,/health/live$,/health/ready$",
             exclude_spans=["send", "receive"],
         )
+    # Starlette is needed here only: setup() serves processes without it.
+    from aiobs import _starlette
+
+    _starlette.attach(app, obs)
     app.state.aiobs = obs
     global _current
     with _lock:
         if _current is None:
             _current = obs
     return obs
-
-
-def _stand_aside_fastapi_telemetry(app: Any, obs: Observability) -> None:
-    """FastAPI 0.165+ makes its own server span as soon as a global SDK tracer provider
-    exists; aiobs makes exactly one per request, so FastAPI's own telemetry is turned off
-    for this app (its config dict is read per request)."""
-    config = getattr(app, "_telemetry", None)
-    if isinstance(config, dict) and {"tracing", "metrics", "logs"} <= config.keys():
-        config.update(tracing=False, metrics=False, logs=False, auto_configure=False)

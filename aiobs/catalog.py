@@ -135,13 +135,21 @@ class Metric:
 HTTP_REQUESTS = Metric(
     "http_requests_total",
     "counter",
-    "HTTP requests served, by route template and status code.",
+    "HTTP requests served, by route template and status code (499: the client went away "
+    "before the response ended).",
     (METHOD, ROUTE, STATUS),
 )
 HTTP_REQUEST_DURATION = Metric(
     "http_request_duration_seconds",
     "histogram",
-    "Server-side HTTP request latency.",
+    "Server-side HTTP request latency, to the last byte of the response.",
+    (METHOD, ROUTE),
+    LATENCY_BUCKETS,
+)
+HTTP_RESPONSE_FIRST_BYTE = Metric(
+    "http_response_first_byte_seconds",
+    "histogram",
+    "Time from a request's arrival to the first body chunk of its streamed response.",
     (METHOD, ROUTE),
     LATENCY_BUCKETS,
 )

@@ -66,5 +66,8 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def client_for(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+def client_for(app: Any, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
+    """An in-process client; with ``raise_app_exceptions=False`` an exception the app raised
+    (after its 500 was sent) does not reach the caller, as with a real server."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")

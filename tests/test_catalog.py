@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 from prometheus_client.parser import text_string_to_metric_families
 
 import aiobs
@@ -39,14 +40,19 @@ async def _exercised_exposition(harness: Harness) -> str:
         with obs.inference("broken", "v0"):
             raise LookupError("no such model")
 
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        return StreamingResponse(iter([b"a", b"b"]))
+
     aiobs.instrument(app, observability=obs)
     obs.model_loaded("resnet50", "v1", runtime="onnxruntime", device="cpu", load_seconds=0.5)
     obs.set_queue_depth("resnet50", 3)
-    async with client_for(app) as client:
+    async with client_for(app, raise_app_exceptions=False) as client:
         for number in range(4):
             await client.post(f"/v1/models/m{number}/infer")
         await client.get("/fail")
         await client.get("/nowhere")
+        await client.get("/stream")
         return (await client.get("/metrics")).text
 
 

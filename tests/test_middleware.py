@@ -196,25 +196,30 @@ async def test_unhandled_exception_is_a_json_500_logged_once(
     make_harness: Callable[..., Harness],
 ) -> None:
     """The 500 body has the trace id and no internals; the error is logged once with its
-    traceback and the same trace id; it is counted and the span is marked ERROR."""
+    traceback and the same trace id; it is counted, the span is marked ERROR, and the
+    exception still reaches whatever runs the app."""
     harness = make_harness()
-    async with client_for(build_app(harness)) as client:
+    app = build_app(harness)
+    async with client_for(app) as client:
+        with pytest.raises(RuntimeError, match="canary-boom"):
+            await client.get("/boom")
+    async with client_for(app, raise_app_exceptions=False) as client:
         response = await client.get("/boom")
     assert response.status_code == 500
     body = response.json()
     assert set(body) == {"error", "detail", "trace_id"}
     assert "canary" not in response.text
-    (span,) = harness.spans()
+    span = harness.spans()[-1]
     assert span.context is not None
     assert body["trace_id"] == format(span.context.trace_id, "032x")
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes is not None
     assert span.attributes["error.type"] == "RuntimeError"
     errors = [line for line in harness.log_lines() if "exception" in line]
-    assert len(errors) == 1
-    assert errors[0]["trace_id"] == body["trace_id"]
-    assert "RuntimeError" in errors[0]["exception"]
-    assert harness.sample("http_requests_total", method="GET", route="/boom", status="500") == 1
+    assert len(errors) == 2  # one per request
+    assert errors[-1]["trace_id"] == body["trace_id"]
+    assert "RuntimeError" in errors[-1]["exception"]
+    assert harness.sample("http_requests_total", method="GET", route="/boom", status="500") == 2
 
 
 async def test_access_line_per_request(make_harness: Callable[..., Harness]) -> None:

@@ -30,7 +30,7 @@ def service(tmp_path: Path) -> Iterator[Server]:
         with httpx.Client(base_url=server.url, timeout=5) as client:
             for _ in range(5):
                 client.get("/v1/models/resnet")
-                client.get("/boom")
+                client.get("/boom", headers={"connection": "close"})  # the server closes it
         yield server
     finally:
         server.stop()
