@@ -31,7 +31,7 @@ _by_endpoint: weakref.WeakKeyDictionary[Any, tuple[int, dict[int, str]]] = (
 def route_template(scope: Scope, root_path: str = "") -> str:
     """The template of the route that served the request, or ``unmatched``. Call it after the
     application ran; ``root_path`` is the scope's root path when the request arrived."""
-    prefix = scope.get("root_path", "")[len(root_path) :]
+    prefix: str = scope.get("root_path", "")[len(root_path) :]
     route = scope.get("route")
     if route is not None and not hasattr(route, "routes"):  # a route, not a mount or host
         effective = scope.get("fastapi", {}).get("effective_route_context")
