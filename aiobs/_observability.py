@@ -159,8 +159,10 @@ class Observability:
         """Record one model call: ``with obs.inference("resnet50", "v1") as rec: ...``.
 
         Counts it, times it and its stages, counts errors by exception class (re-raised
-        unchanged) and opens a child span ``inference <model>``. A batch that serves several
-        requests passes their span contexts as ``links``, so each request's trace finds it.
+        unchanged) and cancellations (``asyncio.CancelledError``, ``GeneratorExit`` and other
+        non-``Exception`` exits, re-raised too), and opens a child span ``inference <model>``.
+        A batch that serves several requests passes their span contexts as ``links``, so each
+        request's trace finds it.
         """
         return self._inference.record(model, model_version, batch_size, links)
 
