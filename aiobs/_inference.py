@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
 from contextvars import Token
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -335,10 +335,25 @@ def _detach(token: Token[Context] | None) -> None:
         otel_context.detach(token)
 
 
-def track(make_record: Callable[[], InferenceRecord]) -> Callable[[F], F]:
-    """A decorator making each call of a sync or async function one inference."""
+def track(make_record: Callable[[], InferenceRecord], *, tokens: bool = False) -> Callable[[F], F]:
+    """A decorator making each call of a function one inference.
+
+    A sync or async function is one inference per call. A generator or async generator
+    function is one inference per iteration, from the first item asked for until it is
+    exhausted, closed or fails (closed early: cancelled); with ``tokens=True`` each yielded
+    item is one output token.
+    """
 
     def decorate(function: F) -> F:
+        if inspect.isasyncgenfunction(function):
+            return cast(F, _track_async_generator(function, make_record, tokens))
+        if inspect.isgeneratorfunction(function):
+            return cast(F, _track_generator(function, make_record, tokens))
+        if tokens:
+            raise TypeError(
+                f"tokens=True counts yielded items; {function.__qualname__} is no generator "
+                "function (count tokens with rec.token() inside aiobs.inference() instead)"
+            )
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
@@ -346,13 +361,108 @@ def track(make_record: Callable[[], InferenceRecord]) -> Callable[[F], F]:
                 async with make_record():
                     return await function(*args, **kwargs)
 
-            return run_async  # type: ignore[return-value]
+            return cast(F, run_async)
 
         @functools.wraps(function)
         def run(*args: Any, **kwargs: Any) -> Any:
             with make_record():
                 return function(*args, **kwargs)
 
-        return run  # type: ignore[return-value]
+        return cast(F, run)
 
     return decorate
+
+
+# The two drivers below delegate every step (next/send/throw/close) to the wrapped
+# generator, as ``yield from`` would, and make the inference span current around each step
+# only: a generator's frame resumes in whatever context its consumer has, so no context may
+# stay attached across a yield.
+
+
+def _track_generator(
+    function: Callable[..., Generator[Any, Any, Any]],
+    make_record: Callable[[], InferenceRecord],
+    tokens: bool,
+) -> Callable[..., Generator[Any, Any, Any]]:
+    @functools.wraps(function)
+    def run_generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        generator = function(*args, **kwargs)  # runs none of its body: nothing to record
+        record = make_record()
+        context = record._start()
+        left: BaseException | None = None
+        try:
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                token = _attach(context)
+                try:
+                    item = generator.send(sent) if thrown is None else generator.throw(thrown)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    _detach(token)
+                if tokens:
+                    record.token()
+                try:
+                    sent, thrown = (yield item), None
+                except GeneratorExit:
+                    token = _attach(context)
+                    try:
+                        generator.close()
+                    finally:
+                        _detach(token)
+                    raise
+                except BaseException as error:  # noqa: BLE001 - thrown in: passed on, as yield from does
+                    sent, thrown = None, error
+        except BaseException as error:
+            left = error
+            raise
+        finally:
+            record._finish(left)
+
+    return run_generator
+
+
+def _track_async_generator(
+    function: Callable[..., AsyncGenerator[Any, Any]],
+    make_record: Callable[[], InferenceRecord],
+    tokens: bool,
+) -> Callable[..., AsyncGenerator[Any, Any]]:
+    @functools.wraps(function)
+    async def run_async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        generator = function(*args, **kwargs)  # runs none of its body: nothing to record
+        record = make_record()
+        context = record._start()
+        left: BaseException | None = None
+        try:
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                token = _attach(context)
+                try:
+                    step = generator.asend(sent) if thrown is None else generator.athrow(thrown)
+                    item = await step
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _detach(token)
+                if tokens:
+                    record.token()
+                try:
+                    sent, thrown = (yield item), None
+                except GeneratorExit:
+                    token = _attach(context)
+                    try:
+                        await generator.aclose()
+                    finally:
+                        _detach(token)
+                    raise
+                except BaseException as error:  # noqa: BLE001 - thrown in: passed on, as yield from does
+                    sent, thrown = None, error
+        except BaseException as error:
+            left = error
+            raise
+        finally:
+            record._finish(left)
+
+    return run_async_generator
