@@ -46,6 +46,21 @@ lines dropped because stdout could not keep up.
 """
 
 
+def _outcomes() -> str:
+    """The outcomes section, its names taken from the catalog."""
+    c = catalog
+    return f"""
+## Outcomes
+
+An inference ends as `{c.OUTCOME_SUCCESS}`, `{c.OUTCOME_ERROR}` or `{c.OUTCOME_CANCELLED}`; each
+is counted in `{c.INFERENCE.name}` and timed in `{c.INFERENCE_DURATION.name}`.
+`{c.OUTCOME_ERROR}`: an `Exception` left it; counted in `{c.INFERENCE_ERRORS.name}` by class,
+span status ERROR. `{c.OUTCOME_CANCELLED}`: the caller went away (`asyncio.CancelledError`,
+`GeneratorExit` when a consumer closes a stream early, `KeyboardInterrupt`, `SystemExit`);
+counted in `{c.INFERENCE_CANCELLED.name}`, timed until the cancellation, no time per output
+token, span status left unset. The span attribute `{c.ATTR_INFERENCE_OUTCOME}` says which."""
+
+
 def metrics_markdown() -> str:
     """The whole of ``docs/metrics.md``."""
     rows = [
@@ -75,5 +90,16 @@ def metrics_markdown() -> str:
         for stage, name in catalog.STAGE_DURATION_ATTRIBUTES.items()
     ]
     return "\n".join(
-        [_HEADER, *rows, "", "## Buckets", "", *buckets, _NOTES.rstrip("\n"), *attributes, ""]
+        [
+            _HEADER,
+            *rows,
+            "",
+            "## Buckets",
+            "",
+            *buckets,
+            _outcomes(),
+            _NOTES.rstrip("\n"),
+            *attributes,
+            "",
+        ]
     )

@@ -2,6 +2,8 @@
 
 The per-call path is kept short: label children are resolved once per (model, version), and
 no span is made when the caller's trace is not sampled and the sampler follows the parent.
+A call ends in one of three outcomes: success, error (an ``Exception``) or cancelled (any
+other ``BaseException``: the caller went away).
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
+from contextvars import Token
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode
 
 from aiobs import catalog
@@ -30,6 +34,7 @@ class _ModelSeries:
 
     __slots__ = (
         "batch_size",
+        "cancelled",
         "confidence",
         "duration",
         "in_flight",
@@ -49,6 +54,7 @@ class _ModelSeries:
         self.model = model
         self.version = version
         self.total = get(catalog.INFERENCE).labels(model, version)
+        self.cancelled = get(catalog.INFERENCE_CANCELLED).labels(model, version)
         self.duration = get(catalog.INFERENCE_DURATION).labels(model, version)
         self.in_flight = get(catalog.INFERENCE_IN_FLIGHT).labels(model)
         self.batch_size = get(catalog.INFERENCE_BATCH_SIZE).labels(model, version)
@@ -116,7 +122,7 @@ class InferenceRecord:
         self._tracer = tracer
         self._batch_size = batch_size
         self._span: trace.Span | None = None
-        self._token: object = None
+        self._token: Token[Context] | None = None
         self._started = 0.0
         self._first_token = 0.0
         self._last_token = 0.0
@@ -125,17 +131,7 @@ class InferenceRecord:
 
     # --- the call ------------------------------------------------------------------------
     def __enter__(self) -> InferenceRecord:
-        series = self._series
-        if self._tracer is not None:
-            span = self._tracer.start_span(
-                catalog.INFERENCE_SPAN_PREFIX + series.model,
-                attributes=series.span_attributes,
-                links=self._links,
-            )
-            self._span = span
-            self._token = otel_context.attach(trace.set_span_in_context(span))
-        series.in_flight.inc()
-        self._started = time.perf_counter()
+        self._token = _attach(self._start())
         return self
 
     def __exit__(
@@ -144,25 +140,8 @@ class InferenceRecord:
         exc: BaseException | None,
         _traceback: TracebackType | None,
     ) -> None:
-        elapsed = time.perf_counter() - self._started
-        series = self._series
-        series.in_flight.dec()
-        series.total.inc()
-        series.duration.observe(elapsed)
-        if self._batch_size is not None:
-            series.batch_size.observe(self._batch_size)
-        failed = exc is not None and isinstance(exc, Exception)
-        if failed:
-            self._owner.count_error(series, type(exc).__name__)
-        elif self._output_tokens > 1:
-            per_token = (self._last_token - self._first_token) / (self._output_tokens - 1)
-            series.time_per_output_token.observe(per_token)
-        span = self._span
-        if span is not None:
-            if span.is_recording():
-                self._finish_span(span, exc if failed else None)
-            span.end()
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+        self._finish(exc)
+        _detach(self._token)
 
     async def __aenter__(self) -> InferenceRecord:
         return self.__enter__()
@@ -175,7 +154,52 @@ class InferenceRecord:
     ) -> None:
         self.__exit__(exc_type, exc, traceback)
 
-    def _finish_span(self, span: trace.Span, error: BaseException | None) -> None:
+    def _start(self) -> Context | None:
+        """Start timing and the span; the context that makes the span current (None without
+        a span) is the caller's to attach."""
+        series = self._series
+        context = None
+        if self._tracer is not None:
+            span = self._tracer.start_span(
+                catalog.INFERENCE_SPAN_PREFIX + series.model,
+                attributes=series.span_attributes,
+                links=self._links,
+            )
+            self._span = span
+            context = trace.set_span_in_context(span)
+        series.in_flight.inc()
+        self._started = time.perf_counter()
+        return context
+
+    def _finish(self, exc: BaseException | None) -> None:
+        """Record the call's outcome (``exc`` is what left it, if anything); end the span."""
+        elapsed = time.perf_counter() - self._started
+        series = self._series
+        series.in_flight.dec()
+        series.total.inc()
+        series.duration.observe(elapsed)
+        if self._batch_size is not None:
+            series.batch_size.observe(self._batch_size)
+        error = exc if isinstance(exc, Exception) else None
+        if error is not None:
+            outcome = catalog.OUTCOME_ERROR
+            self._owner.count_error(series, type(error).__name__)
+        elif exc is not None:
+            outcome = catalog.OUTCOME_CANCELLED
+            series.cancelled.inc()
+        else:
+            outcome = catalog.OUTCOME_SUCCESS
+            if self._output_tokens > 1:
+                per_token = (self._last_token - self._first_token) / (self._output_tokens - 1)
+                series.time_per_output_token.observe(per_token)
+        span = self._span
+        if span is not None:
+            if span.is_recording():
+                self._finish_span(span, outcome, error)
+            span.end()
+
+    def _finish_span(self, span: trace.Span, outcome: str, error: Exception | None) -> None:
+        span.set_attribute(catalog.ATTR_INFERENCE_OUTCOME, outcome)
         if self._input_tokens:
             span.set_attribute(catalog.ATTR_GEN_AI_INPUT_TOKENS, self._input_tokens)
         if self._output_tokens:
@@ -302,10 +326,34 @@ class InferenceTelemetry:
         return series
 
 
-def track(make_record: Callable[[], InferenceRecord]) -> Callable[[F], F]:
-    """A decorator making each call of a sync or async function one inference."""
+def _attach(context: Context | None) -> Token[Context] | None:
+    return None if context is None else otel_context.attach(context)
+
+
+def _detach(token: Token[Context] | None) -> None:
+    if token is not None:
+        otel_context.detach(token)
+
+
+def track(make_record: Callable[[], InferenceRecord], *, tokens: bool = False) -> Callable[[F], F]:
+    """A decorator making each call of a function one inference.
+
+    A sync or async function is one inference per call. A generator or async generator
+    function is one inference per iteration, from the first item asked for until it is
+    exhausted, closed or fails (closed early: cancelled); with ``tokens=True`` each yielded
+    item is one output token.
+    """
 
     def decorate(function: F) -> F:
+        if inspect.isasyncgenfunction(function):
+            return cast(F, _track_async_generator(function, make_record, tokens))
+        if inspect.isgeneratorfunction(function):
+            return cast(F, _track_generator(function, make_record, tokens))
+        if tokens:
+            raise TypeError(
+                f"tokens=True counts yielded items; {function.__qualname__} is no generator "
+                "function (count tokens with rec.token() inside aiobs.inference() instead)"
+            )
         if inspect.iscoroutinefunction(function):
 
             @functools.wraps(function)
@@ -313,13 +361,108 @@ def track(make_record: Callable[[], InferenceRecord]) -> Callable[[F], F]:
                 async with make_record():
                     return await function(*args, **kwargs)
 
-            return run_async  # type: ignore[return-value]
+            return cast(F, run_async)
 
         @functools.wraps(function)
         def run(*args: Any, **kwargs: Any) -> Any:
             with make_record():
                 return function(*args, **kwargs)
 
-        return run  # type: ignore[return-value]
+        return cast(F, run)
 
     return decorate
+
+
+# The two drivers below delegate every step (next/send/throw/close) to the wrapped
+# generator, as ``yield from`` would, and make the inference span current around each step
+# only: a generator's frame resumes in whatever context its consumer has, so no context may
+# stay attached across a yield.
+
+
+def _track_generator(
+    function: Callable[..., Generator[Any, Any, Any]],
+    make_record: Callable[[], InferenceRecord],
+    tokens: bool,
+) -> Callable[..., Generator[Any, Any, Any]]:
+    @functools.wraps(function)
+    def run_generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        generator = function(*args, **kwargs)  # runs none of its body: nothing to record
+        record = make_record()
+        context = record._start()
+        left: BaseException | None = None
+        try:
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                token = _attach(context)
+                try:
+                    item = generator.send(sent) if thrown is None else generator.throw(thrown)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    _detach(token)
+                if tokens:
+                    record.token()
+                try:
+                    sent, thrown = (yield item), None
+                except GeneratorExit:
+                    token = _attach(context)
+                    try:
+                        generator.close()
+                    finally:
+                        _detach(token)
+                    raise
+                except BaseException as error:  # noqa: BLE001 - thrown in: passed on, as yield from does
+                    sent, thrown = None, error
+        except BaseException as error:
+            left = error
+            raise
+        finally:
+            record._finish(left)
+
+    return run_generator
+
+
+def _track_async_generator(
+    function: Callable[..., AsyncGenerator[Any, Any]],
+    make_record: Callable[[], InferenceRecord],
+    tokens: bool,
+) -> Callable[..., AsyncGenerator[Any, Any]]:
+    @functools.wraps(function)
+    async def run_async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        generator = function(*args, **kwargs)  # runs none of its body: nothing to record
+        record = make_record()
+        context = record._start()
+        left: BaseException | None = None
+        try:
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                token = _attach(context)
+                try:
+                    step = generator.asend(sent) if thrown is None else generator.athrow(thrown)
+                    item = await step
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _detach(token)
+                if tokens:
+                    record.token()
+                try:
+                    sent, thrown = (yield item), None
+                except GeneratorExit:
+                    token = _attach(context)
+                    try:
+                        await generator.aclose()
+                    finally:
+                        _detach(token)
+                    raise
+                except BaseException as error:  # noqa: BLE001 - thrown in: passed on, as yield from does
+                    sent, thrown = None, error
+        except BaseException as error:
+            left = error
+            raise
+        finally:
+            record._finish(left)
+
+    return run_async_generator

@@ -171,14 +171,24 @@ class Observability:
         """Record one model call: ``with obs.inference("resnet50", "v1") as rec: ...``.
 
         Counts it, times it and its stages, counts errors by exception class (re-raised
-        unchanged) and opens a child span ``inference <model>``. A batch that serves several
-        requests passes their span contexts as ``links``, so each request's trace finds it.
+        unchanged) and cancellations (``asyncio.CancelledError``, ``GeneratorExit`` and other
+        non-``Exception`` exits, re-raised too), and opens a child span ``inference <model>``.
+        A batch that serves several requests passes their span contexts as ``links``, so each
+        request's trace finds it.
         """
         return self._inference.record(model, model_version, batch_size, links)
 
-    def track_inference(self, model: str, model_version: str = "unknown") -> Callable[[F], F]:
-        """Decorate a sync or async function: each call is one :meth:`inference`."""
-        return track(lambda: self._inference.record(model, model_version))
+    def track_inference(
+        self, model: str, model_version: str = "unknown", *, tokens: bool = False
+    ) -> Callable[[F], F]:
+        """Decorate a function: each call is one :meth:`inference`.
+
+        Sync and async functions are timed per call; generator and async generator
+        functions from the first item asked for until the last (a consumer that closes the
+        stream early makes a cancelled inference). With ``tokens=True`` (generators only)
+        each yielded item counts as one output token, the first marking time to first token.
+        """
+        return track(lambda: self._inference.record(model, model_version), tokens=tokens)
 
     def set_queue_depth(self, model: str, depth: int) -> None:
         """Requests of ``model`` waiting for a batch slot (``ai_inference_queue_depth``)."""

@@ -56,9 +56,12 @@ def inference(
     return current().inference(model, model_version, batch_size, links)
 
 
-def track_inference(model: str, model_version: str = "unknown") -> Callable[[F], F]:
-    """Decorate a sync or async function so that each call is one :func:`inference`."""
-    return track(lambda: current().inference(model, model_version))
+def track_inference(
+    model: str, model_version: str = "unknown", *, tokens: bool = False
+) -> Callable[[F], F]:
+    """Decorate a function so that each call is one :func:`inference` (see
+    :meth:`Observability.track_inference`: generators, ``tokens=True``)."""
+    return track(lambda: current().inference(model, model_version), tokens=tokens)
 
 
 def instrument(

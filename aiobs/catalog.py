@@ -35,6 +35,13 @@ OTHER = "other"
 """What caller-supplied label values fold into past the cardinality limit."""
 STAGES = ("queue", "preprocess", "compute", "postprocess")
 TOKEN_TYPES = ("input", "output")
+OUTCOME_SUCCESS = "success"
+OUTCOME_ERROR = "error"
+"""An ``Exception`` left the inference: counted in ``ai_inference_errors_total``."""
+OUTCOME_CANCELLED = "cancelled"
+"""Anything else left it (``asyncio.CancelledError``, ``GeneratorExit``, ``KeyboardInterrupt``,
+``SystemExit``): the caller went away; counted in ``ai_inference_cancelled_total``."""
+OUTCOMES = (OUTCOME_SUCCESS, OUTCOME_ERROR, OUTCOME_CANCELLED)
 
 # --- buckets -----------------------------------------------------------------------------
 LATENCY_BUCKETS = (
@@ -164,6 +171,12 @@ INFERENCE_ERRORS = Metric(
     "counter",
     "Failed inferences, by exception class.",
     (MODEL, MODEL_VERSION, ERROR_TYPE),
+)
+INFERENCE_CANCELLED = Metric(
+    "ai_inference_cancelled_total",
+    "counter",
+    "Inferences cancelled before they finished (the caller went away).",
+    (MODEL, MODEL_VERSION),
 )
 INFERENCE_DURATION = Metric(
     "ai_inference_duration_seconds",
@@ -301,6 +314,8 @@ ATTR_GEN_AI_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 ATTR_MODEL_VERSION = "aiobs.model.version"
 ATTR_BATCH_SIZE = "aiobs.inference.batch_size"
 ATTR_TIME_TO_FIRST_TOKEN = "aiobs.inference.time_to_first_token_ms"
+ATTR_INFERENCE_OUTCOME = "aiobs.inference.outcome"
+"""One of :data:`OUTCOMES`, on every inference span."""
 STAGE_DURATION_ATTRIBUTES = {stage: f"aiobs.stage.{stage}.duration_ms" for stage in STAGES}
 """Span attribute each stage sets on its inference span (an attribute costs a quarter of a
 span event, measured by benchmarks/inference_overhead.py)."""
