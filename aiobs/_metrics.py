@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import glob
 import os
+import socket
+import threading
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.exposition import generate_latest as generate_text
 from prometheus_client.openmetrics.exposition import (
     CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE,
@@ -78,6 +82,38 @@ class Instruments:
         merged = CollectorRegistry()
         merged.register(MergedCollector(self.multiprocess_dir))
         return merged
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged."""
+
+
+def serve_metrics(
+    port: int, addr: str, registry: CollectorRegistry, *, shared: bool
+) -> tuple[WSGIServer, threading.Thread]:
+    """``/metrics`` on its own port, from a daemon thread (prometheus_client's server).
+
+    ``shared``: every worker process of the service binds the port (``SO_REUSEPORT``), the
+    kernel spreads scrapes over them, and each answers with every worker's values merged.
+    """
+    family, *_, address = socket.getaddrinfo(
+        addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    host = str(address[0])
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+        def server_bind(self) -> None:
+            if shared and hasattr(socket, "SO_REUSEPORT"):
+                self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            super().server_bind()
+
+    server = make_server(host, port, make_wsgi_app(registry), Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="aiobs-metrics", daemon=True)
+    thread.start()
+    return server, thread
 
 
 def render(registry: CollectorRegistry, openmetrics: bool) -> tuple[bytes, str]:

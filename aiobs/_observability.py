@@ -21,9 +21,10 @@ from aiobs._gpu import open_gpu_collector
 from aiobs._health import Readiness, ReadinessCheck
 from aiobs._inference import InferenceRecord, InferenceTelemetry, track
 from aiobs._log_sink import LogSink
-from aiobs._metrics import Instruments, check_multiprocess_dir
-from aiobs._settings import Settings
+from aiobs._metrics import Instruments, check_multiprocess_dir, serve_metrics
+from aiobs._settings import ConfigError, Settings
 from aiobs._tracing import build_propagator, build_tracer_provider
+from aiobs._workers import check_workers, server_workers
 from aiobs.multiprocess import compact_dead_workers
 
 _log = logging.getLogger("aiobs")
@@ -53,6 +54,7 @@ class Observability:
         check_multiprocess_dir(
             settings.multiprocess_dir, os.environ if environ is None else environ
         )
+        check_workers(server_workers(), settings.multiprocess_dir)
         if settings.multiprocess_dir:
             # uvicorn --workers has no hooks: each worker folds in what dead ones left.
             try:
@@ -138,16 +140,14 @@ class Observability:
         return registry
 
     def start_metrics_server(self) -> None:
-        """Serve ``/metrics`` on its own port (``AIOBS_METRICS_PORT``) from a thread."""
-        from prometheus_client import start_http_server
-
-        from aiobs._settings import ConfigError
-
+        """Serve ``/metrics`` on its own port (``AIOBS_METRICS_PORT``) from a thread; in
+        multiprocess mode every worker shares the port and serves the merged view."""
         try:
-            self.metrics_server = start_http_server(
+            self.metrics_server = serve_metrics(
                 self.settings.metrics_port,
                 self.settings.metrics_addr,
-                registry=self.exposition_registry(),
+                self.exposition_registry(),
+                shared=bool(self.settings.multiprocess_dir),
             )
         except OSError as error:
             raise ConfigError(

@@ -32,8 +32,8 @@ container's entrypoint (``rm -rf "$PROMETHEUS_MULTIPROC_DIR"/*``). Every worker 
 gauges of dead workers when it starts; :func:`compact_dead_workers` may be called there too
 (it is safe in any process, at any time: compactions take a lock on the directory).
 
-Do not set ``AIOBS_METRICS_PORT`` with several workers (each would try to bind the port); the
-in-app ``/metrics`` of any worker serves the merged view. Exemplars are not available in
+With ``AIOBS_METRICS_PORT`` every worker binds the port (``SO_REUSEPORT``) and serves the
+merged view, as the in-app ``/metrics`` of any worker does. Exemplars are not available in
 multiprocess mode (prometheus_client keeps none in its files).
 
 Files in the directory besides prometheus_client's: ``aiobs.lock`` (an ``flock``: compactions
