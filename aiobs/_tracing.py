@@ -130,7 +130,7 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             max_queue_size=settings.span_queue_size,
             schedule_delay_millis=settings.span_schedule_delay_ms,
             max_export_batch_size=min(settings.span_batch_size, settings.span_queue_size),
-            export_timeout_millis=settings.otlp_timeout * 1000,
+            export_timeout_millis=settings.span_export_timeout_ms,
         )
         self._capacity = settings.span_queue_size
         self._dropped = instruments.spans_dropped

@@ -9,11 +9,13 @@ from collections.abc import Sequence
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from aiobs import ConfigError, Observability, Settings
-from aiobs._tracing import build_exporter, build_resource, build_sampler
+from aiobs._metrics import Instruments
+from aiobs._tracing import build_exporter, build_resource, build_sampler, build_tracer_provider
 
 
 class _GatedExporter(SpanExporter):
@@ -63,6 +65,35 @@ def test_resource_carries_service_identity_over_resource_attributes() -> None:
     assert attributes["service.version"] == "1.2.3"
     assert attributes["deployment.environment"] == "prod"
     assert attributes["team"] == "ml"
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"OTEL_BSP_EXPORT_TIMEOUT": "1234"}, 1234),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "3"}, 30_000),  # the specification's default
+    ],
+)
+def test_bsp_export_timeout_reaches_the_batch_processor(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], expected: float
+) -> None:
+    """OTEL_BSP_EXPORT_TIMEOUT is the batch processor's export timeout, as the specification
+    says; the OTLP request timeout does not replace it."""
+    passed: list[float | None] = []
+    original = BatchSpanProcessor.__init__
+
+    def spy(self: BatchSpanProcessor, *args: object, **kwargs: object) -> None:
+        passed.append(kwargs.get("export_timeout_millis"))  # type: ignore[arg-type]
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BatchSpanProcessor, "__init__", spy)
+    settings = Settings.load(environ=environ)
+    provider = build_tracer_provider(
+        settings, Instruments(CollectorRegistry(), None), InMemorySpanExporter()
+    )
+    provider.shutdown()
+    assert passed == [expected]
+    assert settings.span_export_timeout_ms == expected
 
 
 @pytest.mark.parametrize(
