@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 
 import pytest
@@ -51,8 +54,9 @@ def _observability(
 
 
 def test_resource_carries_service_identity_over_resource_attributes() -> None:
-    """service.name/version and deployment.environment win over OTEL_RESOURCE_ATTRIBUTES,
-    whose other attributes are kept."""
+    """service.name/version and deployment.environment.name (the current semantic convention,
+    not the deprecated deployment.environment) win over OTEL_RESOURCE_ATTRIBUTES, whose other
+    attributes are kept."""
     settings = Settings.load(
         {"service_version": "1.2.3"},
         environ={
@@ -63,8 +67,37 @@ def test_resource_carries_service_identity_over_resource_attributes() -> None:
     attributes = build_resource(settings).attributes
     assert attributes["service.name"] == "from-attrs"
     assert attributes["service.version"] == "1.2.3"
-    assert attributes["deployment.environment"] == "prod"
+    assert attributes["deployment.environment.name"] == "prod"
+    assert "deployment.environment" not in attributes
     assert attributes["team"] == "ml"
+
+
+INSTANCE_ID_OF_A_CHILD = (
+    "from aiobs import Settings; from aiobs._tracing import build_resource; "
+    "print(build_resource(Settings.load(environ={})).attributes['service.instance.id'])"
+)
+
+
+def test_service_instance_id_is_a_uuid4_per_process() -> None:
+    """service.instance.id is a random UUID, the same for every resource of a process and
+    another in another process."""
+    first = build_resource(Settings.load(environ={})).attributes["service.instance.id"]
+    again = build_resource(Settings.load(environ={})).attributes["service.instance.id"]
+    assert isinstance(first, str)
+    assert uuid.UUID(first).version == 4
+    assert again == first
+    child = subprocess.run(
+        [sys.executable, "-c", INSTANCE_ID_OF_A_CHILD],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert uuid.UUID(child.stdout.strip()).version == 4
+    assert child.stdout.strip() != first
+
+
+def test_service_instance_id_from_resource_attributes_wins() -> None:
+    """An instance id given in OTEL_RESOURCE_ATTRIBUTES (a pod name, say) is the one used."""
+    settings = Settings.load(environ={"OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=pod-7"})
+    assert build_resource(settings).attributes["service.instance.id"] == "pod-7"
 
 
 @pytest.mark.parametrize(
