@@ -41,7 +41,9 @@ class Endpoints:
         return paths
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._obs.readiness.evaluate()
+        # Never waits on a readiness check: ai_service_ready is what the last evaluation
+        # found, and this scrape starts a fresh one in the background for the next.
+        self._obs.readiness.refresh()
         accept = _header(scope, b"accept")
         registry = self._obs.exposition_registry()
         openmetrics = wants_openmetrics(accept) and self._obs.settings.exemplars

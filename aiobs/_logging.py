@@ -37,9 +37,6 @@ _SECRET_KEYS = frozenset(
         "secret",
         "client_secret",
         "token",
-        "access_token",
-        "refresh_token",
-        "id_token",
         "api_key",
         "apikey",
         "x_api_key",
@@ -50,7 +47,20 @@ _SECRET_KEYS = frozenset(
         "credentials",
     }
 )
-_SECRET_KEY_SUFFIXES = ("_password", "_secret", "_token", "_api_key", "_apikey")
+_SECRET_KEY_SUFFIXES = ("_password", "_secret", "_api_key", "_apikey")
+# "<word>_token" names a credential (access_token, github_token, x_auth_token) unless the word
+# is one a language model uses for a token's position or role (time_to_first_token,
+# eos_token, prompt_token). The list is of those words, not of credentials: a name it does not
+# know is redacted, since hiding a number costs less than leaking a key. Counts are plural
+# (output_tokens, max_tokens) and never match "_token".
+_MODEL_TOKEN_WORDS = frozenset(
+    {
+        "first", "next", "last", "prev", "previous", "current",
+        "output", "input", "prompt", "completion", "generated", "sampled", "decoded",
+        "predicted", "target", "eos", "bos", "pad", "unk", "sep", "cls", "mask",
+        "special", "stop", "start", "end", "per", "to",
+    }
+)  # fmt: skip
 _SECRET_VALUES = (
     # Authorization schemes: "Bearer abc.def", "Basic dXNlcjpw..."
     (re.compile(r"\b((?i:bearer|basic|digest))\s+[A-Za-z0-9\-._~+/]+=*"), r"\1 " + REDACTED),
@@ -83,7 +93,10 @@ _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
 def is_secret_key(key: str) -> bool:
     """Whether a field or header named ``key`` holds a secret."""
     normalized = key.lower().replace("-", "_")
-    return normalized in _SECRET_KEYS or normalized.endswith(_SECRET_KEY_SUFFIXES)
+    if normalized in _SECRET_KEYS or normalized.endswith(_SECRET_KEY_SUFFIXES):
+        return True
+    before, _, last = normalized.rpartition("_")
+    return last == "token" and before.rpartition("_")[2] not in _MODEL_TOKEN_WORDS
 
 
 def redact_text(text: str) -> str:

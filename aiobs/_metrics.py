@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import socket
+import sys
 import threading
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -138,6 +139,21 @@ def check_multiprocess_dir(configured: str | None, environ: dict[str, str] | Any
         )
     if configured and not os.path.isdir(configured):
         raise ConfigError(f"{MULTIPROCESS_VARIABLE}={configured}: not a directory")
+    if configured:
+        require_file_locks(configured)
+
+
+def require_file_locks(directory: str) -> None:
+    """Multiprocess mode locks its directory with ``fcntl.flock``: raise :class:`ConfigError`
+    where the platform has no ``fcntl`` (Windows), naming the variable that asked for it."""
+    try:
+        import fcntl  # noqa: F401 - only whether it imports
+    except ImportError:
+        raise ConfigError(
+            f"{MULTIPROCESS_VARIABLE}={directory}: multiprocess mode needs POSIX file locks "
+            f"(fcntl), which this platform ({sys.platform}) does not have; unset "
+            f"{MULTIPROCESS_VARIABLE} to run one process"
+        ) from None
 
 
 def process_alive(pid: int) -> bool:

@@ -10,6 +10,7 @@ decodes both encodings with opentelemetry-proto and requires equal messages.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import struct
 from collections.abc import Mapping, Sequence
@@ -214,22 +215,65 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
 class FastOTLPSpanExporter(OTLPSpanExporter):
     """The SDK's OTLP/HTTP exporter with :func:`encode_request` as its encoder.
 
-    Falls back to the SDK's own export when its HTTP client is not where this version of the
-    SDK keeps it (the test suite checks that the direct path is the one taken).
+    The direct path reaches into the SDK exporter (:func:`direct_client` says what it needs),
+    so it is taken only where that check passed at construction; otherwise, and for good from
+    the first time the SDK's client rejects it (``TypeError`` or ``AttributeError``: an
+    internal changed), batches go through the SDK's own :meth:`OTLPSpanExporter.export`.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._direct_client = direct_client(self)
+
+    @property
+    def direct(self) -> bool:
+        """Whether batches are encoded by :func:`encode_request` and sent directly."""
+        return self._direct_client is not None
+
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        client = getattr(self, "_client", None)
-        if client is None or getattr(self, "_shutdown", False):
+        client = self._direct_client
+        if client is None or self._shutdown:
             return super().export(spans)
         try:
             data = encode_request(spans)
         except Exception:  # noqa: BLE001 - an odd attribute: let the SDK encode this batch
             _log.debug("direct encoding failed; the SDK encodes this batch", exc_info=True)
             return super().export(spans)
-        limit = getattr(self, "_max_request_size", 0)
-        if limit and len(data) > limit:
+        limit = self._max_request_size
+        if limit > 0 and len(data) > limit:
             _log.warning("dropping a span batch of %d bytes (limit %d)", len(data), limit)
             return SpanExportResult.FAILURE
-        result = client.export(data)
-        return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+        try:
+            success = bool(client.export(data).success)
+        except (TypeError, AttributeError):
+            _log.warning(
+                "the SDK's OTLP client rejected the direct export; the SDK exports from now on",
+                exc_info=True,
+            )
+            self._direct_client = None
+            return super().export(spans)
+        return SpanExportResult.SUCCESS if success else SpanExportResult.FAILURE
+
+
+def direct_client(exporter: OTLPSpanExporter) -> Any | None:
+    """``exporter``'s HTTP client if the exporter has the shape the direct path was written
+    against, else ``None``.
+
+    That shape is opentelemetry-exporter-otlp-proto-http's since 1.45.0 (before, from 1.35 to
+    1.44, it had ``_session`` and ``_export(data, timeout_sec)`` instead): ``_client.export``
+    taking exactly ``(data)`` and returning a result with ``success``, an int
+    ``_max_request_size`` and a bool ``_shutdown``.
+    """
+    client = getattr(exporter, "_client", None)
+    export = getattr(client, "export", None)
+    if not callable(export):
+        return None
+    if not isinstance(getattr(exporter, "_max_request_size", None), int):
+        return None
+    if not isinstance(getattr(exporter, "_shutdown", None), bool):
+        return None
+    try:
+        parameters = list(inspect.signature(export).parameters)
+    except (TypeError, ValueError):  # no signature to read
+        return None
+    return client if parameters == ["data"] else None

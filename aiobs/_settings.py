@@ -60,6 +60,7 @@ class Settings:
     span_queue_size: int = 2048
     span_batch_size: int = 512
     span_schedule_delay_ms: float = 5000.0
+    span_export_timeout_ms: float = 30_000.0
     propagators: tuple[str, ...] = ("tracecontext", "baggage")
     public_edge: bool = False
     instrumentation: str = "aiobs"
@@ -286,6 +287,7 @@ _FIELDS: tuple[_Field, ...] = (
     _Field("span_queue_size", _integer(1, 10_000_000), ("OTEL_BSP_MAX_QUEUE_SIZE",)),
     _Field("span_batch_size", _integer(1, 10_000_000), ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE",)),
     _Field("span_schedule_delay_ms", _number(1), ("OTEL_BSP_SCHEDULE_DELAY",)),
+    _Field("span_export_timeout_ms", _number(1), ("OTEL_BSP_EXPORT_TIMEOUT",)),
     _Field("propagators", _propagators, ("OTEL_PROPAGATORS",)),
     _Field("public_edge", _boolean, ("AIOBS_PUBLIC_EDGE",)),
     _Field("instrumentation", _choice(INSTRUMENTATIONS), ("AIOBS_INSTRUMENTATION",)),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import traceback
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,17 +32,25 @@ _NOISY_LOGGERS = ("opentelemetry.sdk._shared_internal", "opentelemetry.sdk.trace
 
 
 def build_resource(settings: Settings) -> Resource:
-    """``service.*`` and ``deployment.environment`` over ``OTEL_RESOURCE_ATTRIBUTES``."""
+    """``service.*`` and ``deployment.environment.name`` over ``OTEL_RESOURCE_ATTRIBUTES``,
+    and under them this process's ``service.instance.id``."""
     attributes: dict[str, Any] = {
         "telemetry.sdk.language": "python",
         "telemetry.sdk.name": "opentelemetry",
         "telemetry.sdk.version": otel_version,
+        catalog.ATTR_SERVICE_INSTANCE_ID: _instance_id(os.getpid()),
         **settings.resource_attributes,
         catalog.ATTR_SERVICE_NAME: settings.service_name,
         catalog.ATTR_SERVICE_VERSION: settings.service_version,
-        catalog.ATTR_DEPLOYMENT_ENVIRONMENT: settings.environment,
+        catalog.ATTR_DEPLOYMENT_ENVIRONMENT_NAME: settings.environment,
     }
     return Resource(attributes)
+
+
+@functools.lru_cache(maxsize=1)
+def _instance_id(pid: int) -> str:
+    """A random UUID for the process ``pid``: a forked worker gets its own."""
+    return str(uuid.uuid4())
 
 
 def build_sampler(settings: Settings) -> samplers.Sampler:
@@ -130,7 +141,7 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
             max_queue_size=settings.span_queue_size,
             schedule_delay_millis=settings.span_schedule_delay_ms,
             max_export_batch_size=min(settings.span_batch_size, settings.span_queue_size),
-            export_timeout_millis=settings.otlp_timeout * 1000,
+            export_timeout_millis=settings.span_export_timeout_ms,
         )
         self._capacity = settings.span_queue_size
         self._dropped = instruments.spans_dropped

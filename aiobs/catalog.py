@@ -322,7 +322,10 @@ span event, measured by benchmarks/inference_overhead.py)."""
 INFERENCE_SPAN_PREFIX = "inference "
 ATTR_SERVICE_NAME = "service.name"
 ATTR_SERVICE_VERSION = "service.version"
-ATTR_DEPLOYMENT_ENVIRONMENT = "deployment.environment"
+ATTR_SERVICE_INSTANCE_ID = "service.instance.id"
+"""A random UUID per process unless ``OTEL_RESOURCE_ATTRIBUTES`` names the instance."""
+ATTR_DEPLOYMENT_ENVIRONMENT_NAME = "deployment.environment.name"
+"""The current semantic convention; ``deployment.environment`` is deprecated."""
 
 # --- log keys ----------------------------------------------------------------------------
 LOG_KEYS = ("timestamp", "level", "event", "logger", "service")

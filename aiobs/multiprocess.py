@@ -45,7 +45,6 @@ during a compaction, ``<type>_archive.db.tmp`` and ``<type>_archive.db.journal``
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import json
 import math
@@ -64,7 +63,12 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from aiobs._metrics import MULTIPROCESS_VARIABLE, process_alive, wipe_multiprocess_dir
+from aiobs._metrics import (
+    MULTIPROCESS_VARIABLE,
+    process_alive,
+    require_file_locks,
+    wipe_multiprocess_dir,
+)
 
 __all__ = [
     "MergedCollector",
@@ -440,7 +444,11 @@ def _directory_lock(directory: str, *, exclusive: bool, timeout: float) -> Itera
     """Hold ``aiobs.lock`` in ``directory``: exclusively to compact, shared to read.
 
     Opened read-only (``flock`` needs no more), so that a lock file the arbiter created as
-    root serves workers that run as another user too."""
+    root serves workers that run as another user too. Imports ``fcntl`` here, not at the top,
+    so that ``import aiobs`` works where it does not exist."""
+    require_file_locks(directory)
+    import fcntl
+
     descriptor = os.open(os.path.join(directory, LOCK_FILE), os.O_RDONLY | os.O_CREAT, 0o644)
     try:
         operation = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB

@@ -9,13 +9,14 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
 import structlog
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 import aiobs
 from aiobs._log_sink import LogSink
-from aiobs._logging import REDACTED, AccessLog, Sanitizer, _encode, redact_text
+from aiobs._logging import REDACTED, AccessLog, Sanitizer, _encode, is_secret_key, redact_text
 from tests.conftest import Harness
 
 
@@ -77,6 +78,55 @@ def test_secrets_are_redacted_by_key_and_by_value(make_harness: Callable[..., Ha
     assert first["headers"]["accept"] == "*/*"
     assert first["password"] == REDACTED
     assert first["input_tokens"] == 12
+
+
+SECRET_KEYS = (
+    "token", "access_token", "refresh_token", "id_token", "auth_token", "api_token",
+    "bearer_token", "session_token", "csrf_token", "github_token", "hf_token", "slack_token",
+    "slack_bot_token", "x-auth-token", "X-Auth-Token", "X-Api-Key", "password", "db_password",
+    "client_secret", "api_key", "authorization", "cookie",
+)  # fmt: skip
+LANGUAGE_MODEL_KEYS = (
+    "time_to_first_token", "next_token", "first_token", "last_token", "eos_token", "bos_token",
+    "pad_token", "output_token", "input_token", "prompt_token", "completion_token",
+    "stop_token", "special_token", "time_per_output_token", "generated_token", "output_tokens",
+    "max_tokens", "num_tokens", "total_tokens", "input_tokens", "prompt_tokens",
+    "eos_token_id", "tokens",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_credential_keys_are_secret(key: str) -> None:
+    """Names of credentials are secret, whatever their case or separator."""
+    assert is_secret_key(key)
+
+
+@pytest.mark.parametrize("key", LANGUAGE_MODEL_KEYS)
+def test_language_model_token_keys_are_not_secret(key: str) -> None:
+    """Token positions and counts of a language model are ordinary fields."""
+    assert not is_secret_key(key)
+
+
+@pytest.mark.parametrize("key", SECRET_KEYS)
+def test_credential_fields_are_redacted_in_log_lines(
+    make_harness: Callable[..., Harness], key: str
+) -> None:
+    """A field named like a credential reaches the log line redacted."""
+    harness = make_harness()
+    aiobs.get_logger("x").info("call", **{key: "canary-secret"})
+    (line,) = harness.log_lines()
+    assert line[key] == REDACTED
+
+
+@pytest.mark.parametrize("key", LANGUAGE_MODEL_KEYS)
+def test_language_model_fields_keep_their_values_in_log_lines(
+    make_harness: Callable[..., Harness], key: str
+) -> None:
+    """A token timing or count keeps its value, as a number."""
+    harness = make_harness()
+    aiobs.get_logger("x").info("generated", **{key: 0.12})
+    (line,) = harness.log_lines()
+    assert line[key] == 0.12
 
 
 def test_exception_tracebacks_have_no_locals(make_harness: Callable[..., Harness]) -> None:

@@ -431,6 +431,44 @@ def test_gunicorn_reads_only_the_two_hooks_from_the_module() -> None:
     config.set("child_exit", multiprocess.child_exit)
 
 
+NO_FCNTL = textwrap.dedent(
+    """
+    import sys, tempfile
+    sys.modules["fcntl"] = None  # as on Windows: importing fcntl fails
+    import aiobs
+    from prometheus_client import CollectorRegistry
+
+    settings = aiobs.Settings.load({"service_name": "no-fcntl"}, environ={})
+    obs = aiobs.Observability(settings, registry=CollectorRegistry(), environ={})
+    with obs.inference("m"):
+        pass
+    obs.shutdown(timeout=1)
+    directory = tempfile.mkdtemp()
+    try:
+        aiobs.Observability(
+            settings.replace(multiprocess_dir=directory),
+            registry=CollectorRegistry(),
+            environ={"PROMETHEUS_MULTIPROC_DIR": directory},
+        )
+    except aiobs.ConfigError as error:
+        print(error)
+    else:
+        sys.exit("multiprocess mode started without file locks")
+    """
+)
+
+
+def test_without_fcntl_one_process_works_and_multiprocess_mode_says_why_not() -> None:
+    """Where fcntl does not exist (Windows), aiobs imports and serves one process; multiprocess
+    mode fails at start-up naming PROMETHEUS_MULTIPROC_DIR and the missing file locks."""
+    child = subprocess.run(
+        [sys.executable, "-c", NO_FCNTL], capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 0, child.stderr
+    assert "PROMETHEUS_MULTIPROC_DIR" in child.stdout
+    assert "fcntl" in child.stdout
+
+
 def test_on_starting_creates_and_wipes_the_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,12 +3,18 @@ the exporter built from the settings uses it."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from typing import Any
+
 import pytest
+from opentelemetry.exporter.otlp.common import http as sdk_http
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http import trace_exporter as sdk_trace_exporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import (
     Link,
@@ -25,6 +31,7 @@ from opentelemetry.trace import (
 from aiobs import Settings
 from aiobs._otlp import FastOTLPSpanExporter, encode_request
 from aiobs._tracing import build_exporter
+from tests.support.otlp_receiver import OtlpReceiver, decode
 
 REMOTE_PARENT = SpanContext(
     0x4BF92F3577B34DA6A3CE929D0E0E4736,
@@ -103,14 +110,87 @@ def test_empty_batch_encodes_to_an_empty_request() -> None:
     assert ExportTraceServiceRequest.FromString(encode_request([])) == encode_spans([])
 
 
+def _exporter(endpoint: str) -> FastOTLPSpanExporter:
+    exporter = build_exporter(Settings.load(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}))
+    assert isinstance(exporter, FastOTLPSpanExporter)
+    return exporter
+
+
 def test_settings_build_the_direct_exporter_on_the_sdk_client() -> None:
     """The HTTP exporter from the settings is the direct one, and this SDK version keeps the
-    HTTP client where it expects it (otherwise every batch would take the slow path)."""
-    settings = Settings.load(environ={"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
-    exporter = build_exporter(settings)
-    assert isinstance(exporter, FastOTLPSpanExporter)
-    assert callable(getattr(exporter._client, "export", None))
+    HTTP client in the shape it expects (otherwise every batch would take the slow path)."""
+    exporter = _exporter("http://127.0.0.1:9")
+    assert exporter.direct
     exporter.shutdown()
+
+
+class _SdkEncodings:
+    """Counts the batches the SDK's own encoder serialises for its exporter."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches = 0
+        monkeypatch.setattr(sdk_trace_exporter, "encode_spans", self._encode)
+
+    def _encode(self, spans: Sequence[ReadableSpan]) -> Any:
+        self.batches += 1
+        return encode_spans(spans)
+
+
+def test_an_sdk_client_of_another_shape_gets_the_sdk_export(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the SDK's HTTP client is not the one the direct path was written against (here
+    its export takes another argument), every batch goes through the SDK's own export and
+    reaches the collector intact."""
+    original = sdk_http._OTLPHTTPClient.export
+
+    def export(self: Any, data: bytes, timeout: float | None = None) -> Any:
+        return original(self, data)
+
+    monkeypatch.setattr(sdk_http._OTLPHTTPClient, "export", export)
+    sdk = _SdkEncodings(monkeypatch)
+    spans = _spans()
+    with OtlpReceiver() as receiver:
+        exporter = _exporter(receiver.endpoint)
+        assert not exporter.direct
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        exporter.shutdown()
+        received = receiver.spans
+    assert sdk.batches == 1
+    assert received == decode(encode_spans(spans).SerializeToString())
+
+
+def test_a_direct_path_that_breaks_at_export_hands_over_to_the_sdk(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If the SDK's client raises TypeError for the direct path, that batch is exported by
+    the SDK instead, one warning says so, and later batches take the SDK's path."""
+    original = sdk_http._OTLPHTTPClient.export
+    calls = []
+
+    def export(self: Any, data: bytes) -> Any:
+        calls.append(data)
+        if len(calls) == 1:
+            raise TypeError("export() missing 1 required keyword-only argument: 'deadline'")
+        return original(self, data)
+
+    spans = _spans()
+    with OtlpReceiver() as receiver:
+        exporter = _exporter(receiver.endpoint)
+        assert exporter.direct
+        monkeypatch.setattr(sdk_http._OTLPHTTPClient, "export", export)
+        sdk = _SdkEncodings(monkeypatch)
+        with caplog.at_level(logging.WARNING, logger="aiobs.tracing"):
+            assert exporter.export(spans[:3]) is SpanExportResult.SUCCESS
+            assert exporter.export(spans[3:]) is SpanExportResult.SUCCESS
+        exporter.shutdown()
+        received = receiver.spans
+    assert not exporter.direct
+    assert sdk.batches == 2
+    assert len(calls) == 3
+    batches = (spans[:3], spans[3:])
+    assert received == [s for b in batches for s in decode(encode_spans(b).SerializeToString())]
+    assert len([r for r in caplog.records if r.name == "aiobs.tracing"]) == 1
 
 
 @pytest.mark.parametrize("value", [object(), {1: {2: object()}}])

@@ -79,6 +79,7 @@ def test_standard_otel_variables_keep_their_meaning() -> None:
         ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
         ({"OTEL_EXPORTER_OTLP_HEADERS": "novalue"}, "OTEL_EXPORTER_OTLP_HEADERS"),
         ({"OTEL_BSP_MAX_QUEUE_SIZE": "many"}, "OTEL_BSP_MAX_QUEUE_SIZE"),
+        ({"OTEL_BSP_EXPORT_TIMEOUT": "soon"}, "OTEL_BSP_EXPORT_TIMEOUT"),
         ({"OTEL_PROPAGATORS": "jaeger"}, "OTEL_PROPAGATORS"),
         ({"AIOBS_METRICS_PORT": "70000"}, "AIOBS_METRICS_PORT"),
         ({"AIOBS_ACCESS_LOG": "maybe"}, "AIOBS_ACCESS_LOG"),

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from aiobs import ConfigError, Observability, Settings
-from aiobs._tracing import build_exporter, build_resource, build_sampler
+from aiobs._metrics import Instruments
+from aiobs._tracing import build_exporter, build_resource, build_sampler, build_tracer_provider
 
 
 class _GatedExporter(SpanExporter):
@@ -49,8 +54,9 @@ def _observability(
 
 
 def test_resource_carries_service_identity_over_resource_attributes() -> None:
-    """service.name/version and deployment.environment win over OTEL_RESOURCE_ATTRIBUTES,
-    whose other attributes are kept."""
+    """service.name/version and deployment.environment.name (the current semantic convention,
+    not the deprecated deployment.environment) win over OTEL_RESOURCE_ATTRIBUTES, whose other
+    attributes are kept."""
     settings = Settings.load(
         {"service_version": "1.2.3"},
         environ={
@@ -61,8 +67,66 @@ def test_resource_carries_service_identity_over_resource_attributes() -> None:
     attributes = build_resource(settings).attributes
     assert attributes["service.name"] == "from-attrs"
     assert attributes["service.version"] == "1.2.3"
-    assert attributes["deployment.environment"] == "prod"
+    assert attributes["deployment.environment.name"] == "prod"
+    assert "deployment.environment" not in attributes
     assert attributes["team"] == "ml"
+
+
+INSTANCE_ID_OF_A_CHILD = (
+    "from aiobs import Settings; from aiobs._tracing import build_resource; "
+    "print(build_resource(Settings.load(environ={})).attributes['service.instance.id'])"
+)
+
+
+def test_service_instance_id_is_a_uuid4_per_process() -> None:
+    """service.instance.id is a random UUID, the same for every resource of a process and
+    another in another process."""
+    first = build_resource(Settings.load(environ={})).attributes["service.instance.id"]
+    again = build_resource(Settings.load(environ={})).attributes["service.instance.id"]
+    assert isinstance(first, str)
+    assert uuid.UUID(first).version == 4
+    assert again == first
+    child = subprocess.run(
+        [sys.executable, "-c", INSTANCE_ID_OF_A_CHILD],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert uuid.UUID(child.stdout.strip()).version == 4
+    assert child.stdout.strip() != first
+
+
+def test_service_instance_id_from_resource_attributes_wins() -> None:
+    """An instance id given in OTEL_RESOURCE_ATTRIBUTES (a pod name, say) is the one used."""
+    settings = Settings.load(environ={"OTEL_RESOURCE_ATTRIBUTES": "service.instance.id=pod-7"})
+    assert build_resource(settings).attributes["service.instance.id"] == "pod-7"
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"OTEL_BSP_EXPORT_TIMEOUT": "1234"}, 1234),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "3"}, 30_000),  # the specification's default
+    ],
+)
+def test_bsp_export_timeout_reaches_the_batch_processor(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], expected: float
+) -> None:
+    """OTEL_BSP_EXPORT_TIMEOUT is the batch processor's export timeout, as the specification
+    says; the OTLP request timeout does not replace it."""
+    passed: list[float | None] = []
+    original = BatchSpanProcessor.__init__
+
+    def spy(self: BatchSpanProcessor, *args: object, **kwargs: object) -> None:
+        passed.append(kwargs.get("export_timeout_millis"))  # type: ignore[arg-type]
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BatchSpanProcessor, "__init__", spy)
+    settings = Settings.load(environ=environ)
+    provider = build_tracer_provider(
+        settings, Instruments(CollectorRegistry(), None), InMemorySpanExporter()
+    )
+    provider.shutdown()
+    assert passed == [expected]
+    assert settings.span_export_timeout_ms == expected
 
 
 @pytest.mark.parametrize(
