@@ -225,7 +225,7 @@ def test_under_opentelemetry_instrument(tmp_path: Path) -> None:
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
             "OTEL_METRICS_EXPORTER": "none",
             "OTEL_LOGS_EXPORTER": "none",
-            # As docs/tracing.md advises: probes and scrapes make no spans.
+            # As docs/drop-in.md advises: probes and scrapes make no spans.
             "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "/health,/metrics",
         },
         tmp_path,
