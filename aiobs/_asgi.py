@@ -177,7 +177,7 @@ class ObservabilityMiddleware:
             context = server_span.get_span_context()
             self._record(method, route, status, (last_byte or ended) - started, context)
             if first_byte:
-                self._record_first_byte(method, route, first_byte - started)
+                self._record_first_byte(method, route, first_byte - started, context)
             if failure is not None:
                 if span is not None and span.is_recording():
                     record_error(span, failure)
@@ -226,17 +226,20 @@ class ObservabilityMiddleware:
         histogram = self._duration_children.get(key[:2])
         if histogram is None:
             histogram = self._duration_children[key[:2]] = self._duration.labels(method, route)
-        if self._exemplars and context.trace_flags.sampled:
-            histogram.observe(duration, {"trace_id": format(context.trace_id, "032x")})
-        else:
-            histogram.observe(duration)
+        self._observe_with_exemplar(histogram, duration, context)
 
-    def _record_first_byte(self, method: str, route: str, seconds: float) -> None:
+    def _record_first_byte(self, method: str, route: str, seconds: float, context: Any) -> None:
         histogram = self._first_byte_children.get((method, route))
         if histogram is None:
             histogram = self._first_byte.labels(method, route)
             self._first_byte_children[(method, route)] = histogram
-        histogram.observe(seconds)
+        self._observe_with_exemplar(histogram, seconds, context)
+
+    def _observe_with_exemplar(self, histogram: Any, seconds: float, context: Any) -> None:
+        if self._exemplars and context.trace_flags.sampled:
+            histogram.observe(seconds, {"trace_id": format(context.trace_id, "032x")})
+        else:
+            histogram.observe(seconds)
 
     def _end_span(self, span: Any, route: str, status: int, error: Exception | None) -> None:
         if span.is_recording():

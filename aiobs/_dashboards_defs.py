@@ -40,6 +40,7 @@ def _percentiles(metric: c.Metric, by: tuple[str, ...], legend: str) -> list[tup
 
 def service_overview() -> list[core.Panel]:
     requests, duration = c.HTTP_REQUESTS, c.HTTP_REQUEST_DURATION
+    first_byte = c.HTTP_RESPONSE_FIRST_BYTE
     by_route = (c.ROUTE,)
     return layout(
         [
@@ -114,6 +115,31 @@ def service_overview() -> list[core.Panel]:
                     unit_of(duration),
                     thresholds=LATENCY_STEPS,
                     exemplars=True,
+                ),
+            ],
+            [
+                timeseries(
+                    "Time to first byte, streamed responses (p50, p95, p99)",
+                    "From a request's arrival to the first chunk of its streamed response "
+                    "(the first token of a token stream), by route.",
+                    _percentiles(first_byte, by_route, "{{route}}"),
+                    unit_of(first_byte),
+                    thresholds=LATENCY_STEPS,
+                    exemplars=True,
+                ),
+                timeseries(
+                    "Client disconnects (499) by route",
+                    "Share of each route's requests whose client went away before the "
+                    "response ended (status 499); 0 while there are none.",
+                    [
+                        (
+                            ratio_or_zero(
+                                rate(requests, by_route, status="499"), rate(requests, by_route)
+                            ),
+                            "{{route}}",
+                        )
+                    ],
+                    "percentunit",
                 ),
             ],
             [
