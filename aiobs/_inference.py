@@ -20,6 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from aiobs import catalog
 from aiobs._cardinality import LabelGuard
@@ -235,6 +236,14 @@ class InferenceRecord:
     def set_batch_size(self, items: int) -> None:
         """Items in the batch this call executed (when only known inside the call)."""
         self._batch_size = items
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        """An attribute of the inference span (when it is recorded), e.g. the GenAI
+        semantic conventions' ``gen_ai.response.finish_reasons`` or
+        ``gen_ai.request.temperature`` (their names are in :mod:`aiobs.catalog`)."""
+        span = self._span
+        if span is not None and span.is_recording():
+            span.set_attribute(key, value)
 
     def observe_confidence(self, scores: float | Iterable[float]) -> None:
         """Top-1 confidence of one prediction, or of each prediction of a batch."""

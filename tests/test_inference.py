@@ -10,6 +10,7 @@ import pytest
 from opentelemetry.trace import Link, StatusCode
 
 import aiobs
+from aiobs import catalog
 from tests.conftest import Harness
 
 
@@ -235,3 +236,15 @@ def test_queue_depth_and_model_lifecycle(make_harness: Callable[..., Harness]) -
     obs.model_unloaded("resnet50", "v1")
     assert harness.sample("ai_model_info", **info) is None
     assert harness.sample("ai_model_cache_size") == 1
+
+
+def test_set_attribute_reaches_the_inference_span(make_harness: Callable[..., Harness]) -> None:
+    """GenAI attributes known only during a generation land on its span."""
+    harness = make_harness()
+    with harness.obs.inference("tiny-lm", "v1") as rec:
+        rec.set_attribute(catalog.ATTR_GEN_AI_FINISH_REASONS, ("length",))
+        rec.set_attribute(catalog.ATTR_GEN_AI_REQUEST_TEMPERATURE, 0.7)
+    (span,) = harness.spans()
+    assert span.attributes is not None
+    assert span.attributes[catalog.ATTR_GEN_AI_FINISH_REASONS] == ("length",)
+    assert span.attributes[catalog.ATTR_GEN_AI_REQUEST_TEMPERATURE] == 0.7
