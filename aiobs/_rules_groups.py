@@ -217,6 +217,50 @@ def latency(config: RulesConfig) -> Group:
     return {"name": "aiobs-latency", "rules": rules}
 
 
+def generation(config: RulesConfig) -> Group:
+    """Generative models' SLOs, per model (summed over versions): time to first token and the
+    mean time per output token of each generation. Both are latency SLOs counted from one
+    bucket, so they get the same burn-rate pair as inference latency; a plain p95 threshold
+    would page on a short spike and miss a steady trickle of slow generations."""
+    per_model = "job_model:{metric}_slow:ratio_rate{{window}}"
+    subject = "{{ $labels.model }} of {{ $labels.job }}"
+    share = "{{ $value | humanizePercentage }} of generations of {{ $labels.model }}"
+    rules = []
+    for histogram, threshold, target, alert, budget_of, late in (
+        (
+            catalog.TIME_TO_FIRST_TOKEN,
+            config.ttft_threshold_seconds,
+            config.ttft_slo_target,
+            "AiobsTimeToFirstTokenBudgetBurn",
+            "time-to-first-token",
+            "wait longer than {threshold} for their first token",
+        ),
+        (
+            catalog.TIME_PER_OUTPUT_TOKEN,
+            config.tpot_threshold_seconds,
+            config.tpot_slo_target,
+            "AiobsTimePerOutputTokenBudgetBurn",
+            "time-per-output-token",
+            "take longer than {threshold} per output token",
+        ),
+    ):
+        late = late.format(threshold=f"{number(threshold)} s")
+        rules += _threshold_slo(
+            config,
+            histogram,
+            threshold=threshold,
+            target=target,
+            by="job, model",
+            record_name=per_model.format(metric=histogram.name.removesuffix("_seconds")),
+            alert=alert,
+            budget_of=budget_of,
+            description=f"{share} ({{{{ $labels.job }}}}) {late};"
+            f" the SLO is {number(target * 100)} % within it.",
+            subject=subject,
+        )
+    return {"name": "aiobs-generation", "rules": rules}
+
+
 def http(config: RulesConfig) -> Group:
     five = config.duration(5 * MINUTE)
     requests = catalog.HTTP_REQUESTS.name
@@ -424,5 +468,5 @@ def telemetry(config: RulesConfig) -> Group:
     return {"name": "aiobs-telemetry", "rules": rules}
 
 
-GROUPS = (availability, latency, http, service, gpu, quality, telemetry)
+GROUPS = (availability, latency, generation, http, service, gpu, quality, telemetry)
 """Every rule group, in the order they are exported; one file each under ``alerts/``."""
