@@ -24,6 +24,16 @@ class RulesConfig:
     """An inference slower than this counts against the latency SLO; must be a bucket bound."""
     latency_slo_target: float = 0.99
     """Latency SLO: the share of inferences that must finish within the threshold."""
+    ttft_threshold_seconds: float = 0.5
+    """A generation whose time to first token exceeds this counts against the TTFT SLO; must be
+    a bucket bound of ``ai_time_to_first_token_seconds``."""
+    ttft_slo_target: float = 0.95
+    """Time-to-first-token SLO: the share of generations whose first token comes in time."""
+    tpot_threshold_seconds: float = 0.1
+    """A generation whose mean time per output token exceeds this counts against the TPOT SLO;
+    must be a bucket bound of ``ai_time_per_output_token_seconds``."""
+    tpot_slo_target: float = 0.95
+    """Time-per-output-token SLO: the share of generations that stream fast enough."""
     http_5xx_ratio: float = 0.05
     """Share of HTTP responses with a 5xx status above which AiobsHttp5xxRatioHigh fires."""
     gpu_memory_ratio: float = 0.9
@@ -42,14 +52,24 @@ class RulesConfig:
     """Divides every window, ``for`` and offset (tests only; 1 in production)."""
 
     def __post_init__(self) -> None:
-        for name in ("slo_target", "latency_slo_target"):
+        for name in ("slo_target", "latency_slo_target", "ttft_slo_target", "tpot_slo_target"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be between 0 and 1, not {getattr(self, name)}")
-        if self.latency_threshold_seconds not in catalog.LATENCY_BUCKETS:
-            raise ValueError(
-                f"latency_threshold_seconds must be one of the latency buckets "
-                f"{catalog.LATENCY_BUCKETS}, not {self.latency_threshold_seconds}"
-            )
+        for name, kind, buckets in (
+            ("latency_threshold_seconds", "latency", catalog.LATENCY_BUCKETS),
+            ("ttft_threshold_seconds", "time-to-first-token", catalog.TIME_TO_FIRST_TOKEN_BUCKETS),
+            (
+                "tpot_threshold_seconds",
+                "time-per-output-token",
+                catalog.TIME_PER_OUTPUT_TOKEN_BUCKETS,
+            ),
+        ):
+            # an SLO counts from one `le` bucket, so its threshold must be a bucket bound
+            if getattr(self, name) not in buckets:
+                raise ValueError(
+                    f"{name} must be one of the {kind} buckets {buckets},"
+                    f" not {getattr(self, name)}"
+                )
         if not self.job or '"' in self.job or "\\" in self.job:
             raise ValueError(f"job must be a plain non-empty label value, not {self.job!r}")
         if self.time_scale <= 0:

@@ -116,10 +116,16 @@ def availability(config: RulesConfig) -> Group:
 
 
 def _burn_rate_alerts(
-    config: RulesConfig, name: str, budget_of: str, fast: str, slow: str, description: str
+    config: RulesConfig,
+    name: str,
+    budget_of: str,
+    fast: str,
+    slow: str,
+    description: str,
+    subject: str = "{{ $labels.job }}",
 ) -> list[Rule]:
     """The pair of the SRE workbook: a fast burn that pages and a slow burn that files a
-    ticket, on the same error budget."""
+    ticket, on the same error budget; ``subject`` names what burns in the summary."""
     return [
         _alert(
             config,
@@ -127,7 +133,7 @@ def _burn_rate_alerts(
             expression,
             for_seconds,
             severity,
-            f"{{{{ $labels.job }}}} burns its {budget_of} budget {speed}",
+            f"{subject} burns its {budget_of} budget {speed}",
             description,
         )
         for speed, expression, severity, for_seconds in (
@@ -137,44 +143,122 @@ def _burn_rate_alerts(
     ]
 
 
-def latency(config: RulesConfig) -> Group:
-    record_name = "job:ai_inference_slow:ratio_rate{window}"
-    budget = 1 - config.latency_slo_target
-    bound = str(float(config.latency_threshold_seconds))  # how /metrics spells `le`
-    duration = catalog.INFERENCE_DURATION.name
+def _threshold_slo(
+    config: RulesConfig,
+    histogram: catalog.Metric,
+    *,
+    threshold: float,
+    target: float,
+    by: str,
+    record_name: str,
+    alert: str,
+    budget_of: str,
+    description: str,
+    subject: str = "{{ $labels.job }}",
+) -> list[Rule]:
+    """An SLO on ``histogram``: a share ``target`` of its observations within ``threshold``.
+
+    Records the share above it, ``1 - bucket{le=threshold} / count`` summed ``by`` those labels,
+    as ``record_name`` over every SLO window; the 0.5/0.95/0.99 quantiles per model over 5m;
+    and the fast/slow burn-rate alert pair on the budget ``1 - target``. ``threshold`` is a
+    bucket bound (RulesConfig checks it), so the share is exact, not interpolated.
+    """
+    name = histogram.name
+    bound = str(float(threshold))  # how /metrics spells `le`
+    within = name + "_bucket" + config.selector(f'le="{bound}"')
     rules = []
     for seconds in SLO_WINDOWS:
         window = config.duration(seconds)
-        fast = duration + "_bucket" + config.selector(f'le="{bound}"')
         rules.append(
             _record(
                 record_name.format(window=window),
-                f"1 - (\n  sum by (job) (rate({fast}[{window}]))\n"
-                f"  /\n  sum by (job) (rate({duration}_count{config.selector()}[{window}]))\n)",
+                f"1 - (\n  sum by ({by}) (rate({within}[{window}]))\n"
+                f"  /\n  sum by ({by}) (rate({name}_count{config.selector()}[{window}]))\n)",
             )
         )
     five = config.duration(5 * MINUTE)
     for quantile in QUANTILES:
         rules.append(
             _record(
-                f"job_model:{duration}:histogram_quantile_rate{five}",
+                f"job_model:{name}:histogram_quantile_rate{five}",
                 f"histogram_quantile({quantile}, sum by (job, model, le)"
-                f" (rate({duration}_bucket{config.selector()}[{five}])))",
+                f" (rate({name}_bucket{config.selector()}[{five}])))",
                 quantile=quantile,
             )
         )
-    threshold = f"{number(config.latency_threshold_seconds)} s"
-    target = f"{number(config.latency_slo_target * 100)} %"
+    budget = 1 - target
     rules += _burn_rate_alerts(
         config,
-        "AiobsInferenceLatencyBudgetBurn",
-        "inference latency",
+        alert,
+        budget_of,
         _burn_rate_expr(config, record_name, budget, FAST_BURN),
         _burn_rate_expr(config, record_name, budget, SLOW_BURN),
-        f"{{{{ $value | humanizePercentage }}}} of inferences of {{{{ $labels.job }}}}"
+        description,
+        subject,
+    )
+    return rules
+
+
+def latency(config: RulesConfig) -> Group:
+    threshold = f"{number(config.latency_threshold_seconds)} s"
+    target = f"{number(config.latency_slo_target * 100)} %"
+    rules = _threshold_slo(
+        config,
+        catalog.INFERENCE_DURATION,
+        threshold=config.latency_threshold_seconds,
+        target=config.latency_slo_target,
+        by="job",
+        record_name="job:ai_inference_slow:ratio_rate{window}",
+        alert="AiobsInferenceLatencyBudgetBurn",
+        budget_of="inference latency",
+        description=f"{{{{ $value | humanizePercentage }}}} of inferences of {{{{ $labels.job }}}}"
         f" take longer than {threshold}; the SLO is {target} within it.",
     )
     return {"name": "aiobs-latency", "rules": rules}
+
+
+def generation(config: RulesConfig) -> Group:
+    """Generative models' SLOs, per model (summed over versions): time to first token and the
+    mean time per output token of each generation. Both are latency SLOs counted from one
+    bucket, so they get the same burn-rate pair as inference latency; a plain p95 threshold
+    would page on a short spike and miss a steady trickle of slow generations."""
+    per_model = "job_model:{metric}_slow:ratio_rate{{window}}"
+    subject = "{{ $labels.model }} of {{ $labels.job }}"
+    share = "{{ $value | humanizePercentage }} of generations of {{ $labels.model }}"
+    rules = []
+    for histogram, threshold, target, alert, budget_of, late in (
+        (
+            catalog.TIME_TO_FIRST_TOKEN,
+            config.ttft_threshold_seconds,
+            config.ttft_slo_target,
+            "AiobsTimeToFirstTokenBudgetBurn",
+            "time-to-first-token",
+            "wait longer than {threshold} for their first token",
+        ),
+        (
+            catalog.TIME_PER_OUTPUT_TOKEN,
+            config.tpot_threshold_seconds,
+            config.tpot_slo_target,
+            "AiobsTimePerOutputTokenBudgetBurn",
+            "time-per-output-token",
+            "take longer than {threshold} per output token",
+        ),
+    ):
+        late = late.format(threshold=f"{number(threshold)} s")
+        rules += _threshold_slo(
+            config,
+            histogram,
+            threshold=threshold,
+            target=target,
+            by="job, model",
+            record_name=per_model.format(metric=histogram.name.removesuffix("_seconds")),
+            alert=alert,
+            budget_of=budget_of,
+            description=f"{share} ({{{{ $labels.job }}}}) {late};"
+            f" the SLO is {number(target * 100)} % within it.",
+            subject=subject,
+        )
+    return {"name": "aiobs-generation", "rules": rules}
 
 
 def http(config: RulesConfig) -> Group:
@@ -384,5 +468,5 @@ def telemetry(config: RulesConfig) -> Group:
     return {"name": "aiobs-telemetry", "rules": rules}
 
 
-GROUPS = (availability, latency, http, service, gpu, quality, telemetry)
+GROUPS = (availability, latency, generation, http, service, gpu, quality, telemetry)
 """Every rule group, in the order they are exported; one file each under ``alerts/``."""

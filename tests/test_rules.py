@@ -93,6 +93,32 @@ def test_config_refuses_a_latency_threshold_that_is_no_bucket() -> None:
         RulesConfig(latency_threshold_seconds=0.3)
 
 
+@pytest.mark.parametrize("field", ["ttft_threshold_seconds", "tpot_threshold_seconds"])
+def test_config_refuses_a_token_timing_threshold_that_is_no_bucket(field: str) -> None:
+    """The generation SLOs count from a bucket too: a threshold between the GenAI bucket
+    bounds is refused with a message naming the setting."""
+    with pytest.raises(ValueError, match=f"^{field} must be one of the time-"):
+        RulesConfig(**{field: 0.33})
+
+
+@pytest.mark.parametrize("field", ["ttft_slo_target", "tpot_slo_target"])
+def test_config_refuses_a_generation_slo_target_outside_0_1(field: str) -> None:
+    """A generation SLO target of 1 leaves no budget and is refused, naming the setting."""
+    with pytest.raises(ValueError, match=f"^{field} must be between 0 and 1"):
+        RulesConfig(**{field: 1.0})
+
+
+def test_generation_slos_count_per_model_from_the_configured_buckets() -> None:
+    """The TTFT and TPOT ratios read the `le` bucket of the configured thresholds and sum by
+    job and model, so versions of one model share a budget and models do not."""
+    config = RulesConfig(ttft_threshold_seconds=1.0, tpot_threshold_seconds=0.05)
+    [group] = [g for g in rule_groups(config) if g["name"] == "aiobs-generation"]
+    ratios = [r["expr"] for r in group["rules"] if r.get("record", "").endswith(":ratio_rate5m")]
+    ttft, tpot = catalog.TIME_TO_FIRST_TOKEN.name, catalog.TIME_PER_OUTPUT_TOKEN.name
+    assert f'sum by (job, model) (rate({ttft}_bucket{{job="aiobs",le="1.0"}}[5m]))' in ratios[0]
+    assert f'sum by (job, model) (rate({tpot}_bucket{{job="aiobs",le="0.05"}}[5m]))' in ratios[1]
+
+
 def test_time_scale_shrinks_every_window_for_and_offset() -> None:
     """time_scale=60 renders 1h windows as 1m, `for: 2m` as 2s and `offset 1d` as 24m."""
     scaled = "".join(rule_files(RulesConfig(time_scale=60)).values())
