@@ -170,7 +170,7 @@ class ObservabilityMiddleware:
                 status = CLIENT_CLOSED_REQUEST
             elif not status:  # no answer: the server sends 500
                 status = 500
-            failure = error if isinstance(error, Exception) and status != 499 else None
+            failure = error if isinstance(error, Exception) and not disconnected else None
             route = route_template(scope, root_path)
             if route != catalog.UNMATCHED_ROUTE:
                 route = self._bound_route(catalog.HTTP_REQUESTS.name, catalog.ROUTE, route)
