@@ -385,8 +385,9 @@ async def test_empty_and_long_prompts(model: tm.LoadedTextModel) -> None:
 
 def test_sampling_params_are_checked() -> None:
     assert SamplingParams(1, 0, None, ()).temperature == 0.0
-    assert SamplingParams(512, 2.0, -5, "END").stop == ("END",)
+    assert SamplingParams(512, 2.0, -5, "END").stop == ("END",)  # type: ignore[arg-type]
     assert SamplingParams(5, 1.0, 3, ["a", "b"]).stop == ("a", "b")  # type: ignore[arg-type]
+    bad: dict[str, Any]
     for bad in (
         {"max_tokens": 0},
         {"max_tokens": MAX_MAX_TOKENS + 1},
@@ -404,8 +405,9 @@ def test_sampling_params_are_checked() -> None:
         {"stop": ("x" * 65,)},
         {"stop": (3,)},
     ):
+        values: dict[str, Any] = {"max_tokens": 10, **bad}
         with pytest.raises(ValueError, match=next(iter(bad))):
-            SamplingParams(**{"max_tokens": 10, **bad})
+            SamplingParams(**values)
 
 
 def test_prompts_are_checked() -> None:
