@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from demo_service import model as demo_model
+from demo_service import textgen_model
 from demo_service.app import DemoService, create_app
 from demo_service.config import DemoSettings
 from tests.conftest import Harness
@@ -105,3 +106,11 @@ def png_b64(image: np.ndarray, size: tuple[int, int] | None = None) -> str:
 
 def body(*encoded: str, **fields: Any) -> bytes:
     return json.dumps({"data": [{"image": item} for item in encoded], **fields}).encode()
+
+
+@pytest.fixture(scope="session")
+def textgen_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generative model's v1 file, built once per session (v2 is built where needed)."""
+    directory = tmp_path_factory.mktemp("textgen-models")
+    textgen_model.write_model(directory, textgen_model.DEFAULT_VERSION)
+    return directory
