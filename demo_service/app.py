@@ -1,4 +1,5 @@
-"""The demo service: an ONNX image classifier behind FastAPI, instrumented with one line.
+"""The demo service: an ONNX image classifier and a small text generator behind FastAPI,
+instrumented with one line (the generative endpoints: :mod:`demo_service.generation`).
 
 ``create_app(settings)`` builds the app. At start-up the model versions are loaded (built
 first when their files are missing) and warmed up on a thread while the server already
@@ -25,6 +26,7 @@ import aiobs
 from demo_service import inputs
 from demo_service.batcher import Batcher, ServiceStopping, make_batchers
 from demo_service.config import DemoSettings
+from demo_service.generation import GenerativeService, add_routes
 from demo_service.model import (
     INPUT_NAME,
     INPUT_SHAPE,
@@ -173,7 +175,9 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         assert service is not None
         service.start_loading()
+        generative.start_loading()
         yield
+        await generative.stop()
         await service.stop()
 
     app = FastAPI(
@@ -184,13 +188,18 @@ def create_app(
     )
     obs = aiobs.instrument(app, service_name=settings.service_name, observability=observability)
     service = DemoService(settings, obs)
+    generative = GenerativeService(settings, obs)
     app.state.demo = service
+    app.state.generative = generative
     obs.add_readiness_check("model", service.is_ready)
+    obs.add_readiness_check("text_model", generative.is_ready)
+    add_routes(app, generative)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        """The model versions served, their input and labels, where they run."""
-        return {"models": service.describe()}
+        """The model versions served, their input and labels, where they run; the
+        generative model (``/v1/completions``) too."""
+        return {"models": service.describe(), "generative": [generative.describe()]}
 
     @app.post(
         "/v1/inference",

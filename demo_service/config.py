@@ -49,6 +49,8 @@ class DemoSettings:
     """Larger request bodies are answered 413 before they are read in full."""
     max_items_per_request: int = 32
     """Most images in one request."""
+    generation_max_batch: int = 8
+    """Most generations ``tiny-lm`` decodes together in one step (continuous batching)."""
     model_versions: tuple[str, ...] = tuple(VERSION_SEEDS)
     """Versions served (``v1,v2``); the first is the default of requests that name none."""
     device: str = "auto"
@@ -171,6 +173,7 @@ _FIELDS: dict[str, _Field] = {
     "inference_threads": _Field("INFERENCE_THREADS", _integer(1, 64)),
     "max_body_bytes": _Field("MAX_BODY_BYTES", _integer(1024, 1024**3)),
     "max_items_per_request": _Field("MAX_ITEMS_PER_REQUEST", _integer(1, 1024)),
+    "generation_max_batch": _Field("GENERATION_MAX_BATCH", _integer(1, 256)),
     "model_versions": _Field("MODEL_VERSIONS", _versions),
     "device": _Field("INFERENCE_DEVICE", _choice(DEVICES)),
     "host": _Field("HOST", _text),

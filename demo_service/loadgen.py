@@ -15,7 +15,13 @@ do), at most ``--max-in-flight`` at once (past that a request is skipped and cou
   over ``--slow-upload-seconds`` — the latency tail;
 * ``--versions``: model versions and their shares (``v1,v2`` is half and half;
   ``v1=0.9,v2=0.1`` a canary; ``any`` names no version: the service or a mesh chooses) —
-  the canary comparison.
+  the canary comparison;
+* ``--generate-ratio``: generations on the OpenAI-compatible endpoints instead of images —
+  completions and chat (``--chat-ratio``), streamed or not (``--stream-ratio``), prompts of
+  varied length and ``max_tokens`` drawn from ``--max-tokens`` (``8-64``); a share of the
+  streams (``--disconnect-ratio``) closes after a few chunks, as a user who stops reading;
+  their bad requests (with ``--bad-ratio``) are a prompt too long, ``max_tokens`` out of
+  range, an unknown model, malformed JSON and a NaN temperature — 4xx.
 
 Only loopback targets unless ``--allow-remote`` is given.
 """
@@ -40,6 +46,11 @@ import numpy as np
 
 from demo_service.example_request import encode_png, encode_raw
 from demo_service.model import VERSION_SEEDS, synthetic_images
+from demo_service.textgen_model import MODEL_NAME as GENERATIVE_MODEL
+
+COMPLETIONS_PATH = "/v1/completions"
+CHAT_PATH = "/v1/chat/completions"
+DISCONNECT_AFTER_CHUNKS = 3
 
 BAD_KINDS = (
     "malformed_json",
@@ -52,7 +63,18 @@ BAD_KINDS = (
     "empty_data",
     "too_many_items",
 )
+GENERATIVE_BAD_KINDS = (
+    "prompt_too_long",
+    "max_tokens_out_of_range",
+    "unknown_model",
+    "malformed_generation_json",
+    "nan_temperature",
+)
 POOL_SIZE = 16
+WORDS = (
+    "model", "token", "latency", "batch", "stream", "queue", "trace", "metric", "cache",
+    "prompt", "sample", "layer", "kernel", "tensor", "the", "a", "of", "and", "with", "fast",
+)
 
 
 @dataclass
@@ -63,6 +85,11 @@ class Summary:
     statuses: Counter[str] = field(default_factory=Counter)
     kinds: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
+
+    def record(self, kind: str, status: str, seconds: float) -> None:
+        self.latencies.append(seconds)
+        self.statuses[status] += 1
+        self.kinds[kind] += 1
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
@@ -127,6 +154,47 @@ class Traffic:
         raise ValueError(kind)
 
 
+class Generations:
+    """Builds generation requests: OpenAI-shaped bodies for the demo's generative model."""
+
+    def __init__(self, rng: random.Random, model: str, max_tokens: tuple[int, int]) -> None:
+        self._rng = rng
+        self._model = model
+        self._max_tokens = max_tokens
+
+    def prompt(self) -> str:
+        return " ".join(self._rng.choices(WORDS, k=self._rng.randint(2, 40)))
+
+    def normal(self, chat: bool, stream: bool) -> tuple[str, bytes]:
+        body: dict[str, object] = {
+            "model": self._model,
+            "max_tokens": self._rng.randint(*self._max_tokens),
+            "temperature": self._rng.choice((0.0, 0.7, 1.0)),
+            "stream": stream,
+        }
+        if chat:
+            body["messages"] = [{"role": "user", "content": self.prompt()}]
+        else:
+            body["prompt"] = self.prompt()
+        return (CHAT_PATH if chat else COMPLETIONS_PATH), json.dumps(body).encode()
+
+    def bad(self, kind: str) -> tuple[str, bytes]:
+        body: dict[str, object] = {"model": self._model, "prompt": self.prompt()}
+        if kind == "prompt_too_long":
+            body["prompt"] = "x" * 100_000
+        elif kind == "max_tokens_out_of_range":
+            body["max_tokens"] = 100_000
+        elif kind == "unknown_model":
+            body["model"] = "no-such-model"
+        elif kind == "malformed_generation_json":
+            return COMPLETIONS_PATH, b'{"model": "'
+        elif kind == "nan_temperature":
+            return COMPLETIONS_PATH, json.dumps(body)[:-1].encode() + b', "temperature": NaN}'
+        else:
+            raise ValueError(kind)
+        return COMPLETIONS_PATH, json.dumps(body).encode()
+
+
 async def trickle(payload: bytes, seconds: float, pieces: int = 10) -> AsyncIterator[bytes]:
     """The body in ``pieces`` chunks spread over ``seconds``: a slow client's upload."""
     size = -(-len(payload) // pieces)
@@ -138,6 +206,7 @@ async def trickle(payload: bytes, seconds: float, pieces: int = 10) -> AsyncIter
 async def run(args: argparse.Namespace) -> Summary:
     rng = random.Random(args.seed)  # noqa: S311 - traffic mix, not cryptography
     traffic = Traffic(rng, args.raw, args.items, args.slow_items)
+    generations = Generations(rng, GENERATIVE_MODEL, args.max_tokens)
     versions, weights = zip(*args.versions, strict=True)
     summary = Summary()
     in_flight: set[asyncio.Task[None]] = set()
@@ -154,9 +223,44 @@ async def run(args: argparse.Namespace) -> Summary:
                 status = str(response.status_code)
             except httpx.HTTPError as error:
                 status = type(error).__name__
-            summary.latencies.append(time.perf_counter() - started)
-            summary.statuses[status] += 1
-            summary.kinds[kind] += 1
+            summary.record(kind, status, time.perf_counter() - started)
+
+        async def generate(kind: str, path: str, payload: bytes, disconnect: bool) -> None:
+            started = time.perf_counter()
+            try:
+                async with client.stream("POST", path, content=payload, headers=headers) as answer:
+                    status = str(answer.status_code)
+                    chunks = 0
+                    async for _line in answer.aiter_lines():
+                        chunks += 1
+                        if disconnect and chunks >= DISCONNECT_AFTER_CHUNKS:
+                            status = "disconnected"
+                            break  # leaving the block closes the connection mid-stream
+            except httpx.HTTPError as error:
+                status = type(error).__name__
+            summary.record(kind, status, time.perf_counter() - started)
+
+        def pick_image() -> tuple[str, bytes, bool]:
+            version = rng.choices(versions, weights)[0]
+            draw = rng.random()
+            if draw < args.bad_ratio:
+                kind = rng.choice(BAD_KINDS)
+                return kind, traffic.bad(kind, version), False
+            if draw < args.bad_ratio + args.slow_ratio:
+                return "slow", traffic.normal(version, slow=True), True
+            return f"normal_{version}", traffic.normal(version), False
+
+        def pick_generation() -> tuple[str, str, bytes, bool]:
+            if rng.random() < args.bad_ratio:
+                kind = rng.choice(GENERATIVE_BAD_KINDS)
+                return (kind, *generations.bad(kind), False)
+            chat = rng.random() < args.chat_ratio
+            stream = rng.random() < args.stream_ratio
+            disconnect = stream and rng.random() < args.disconnect_ratio
+            kind = ("chat" if chat else "completion") + ("_stream" if stream else "")
+            if disconnect:
+                kind += "_disconnect"
+            return (kind, *generations.normal(chat, stream), disconnect)
 
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -176,19 +280,14 @@ async def run(args: argparse.Namespace) -> Summary:
             if len(in_flight) >= args.max_in_flight:
                 summary.skipped += 1
                 continue
-            version = rng.choices(versions, weights)[0]
-            draw = rng.random()
-            if draw < args.bad_ratio:
-                kind = rng.choice(BAD_KINDS)
-                payload, slow = traffic.bad(kind, version), False
-            elif draw < args.bad_ratio + args.slow_ratio:
-                kind, payload, slow = "slow", traffic.normal(version, slow=True), True
+            summary.sent += 1
+            if args.generate_ratio and rng.random() < args.generate_ratio:
+                job = generate(*pick_generation())
             else:
-                kind, payload, slow = f"normal_{version}", traffic.normal(version), False
-            task = asyncio.ensure_future(one(kind, payload, slow))
+                job = one(*pick_image())
+            task = asyncio.ensure_future(job)
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
-            summary.sent += 1
         if in_flight:
             await asyncio.wait(in_flight, timeout=args.timeout + args.slow_upload_seconds + 1)
     return summary
@@ -239,6 +338,17 @@ def _ratio(text: str) -> float:
     return value
 
 
+def _token_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        bounds = (int(low), int(high or low))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected LOW-HIGH, e.g. 8-64") from None
+    if not 1 <= bounds[0] <= bounds[1]:
+        raise argparse.ArgumentTypeError("expected 1 <= LOW <= HIGH")
+    return bounds
+
+
 def _positive(kind: type[int] | type[float]) -> object:
     def parse(text: str) -> float:
         value = kind(text)
@@ -277,6 +387,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="how long a slow request takes to upload",
     )
     parser.add_argument("--raw", action="store_true", help="raw float32 images, not PNG")
+    parser.add_argument(
+        "--generate-ratio", type=_ratio, default=0.0, help="share of generation requests"
+    )
+    parser.add_argument(
+        "--stream-ratio", type=_ratio, default=0.7, help="share of generations streamed"
+    )
+    parser.add_argument(
+        "--chat-ratio", type=_ratio, default=0.5, help="share of generations that are chats"
+    )
+    parser.add_argument(
+        "--disconnect-ratio",
+        type=_ratio,
+        default=0.05,
+        help="share of streams closed after a few chunks",
+    )
+    parser.add_argument(
+        "--max-tokens", type=_token_range, default=(8, 64), help="max_tokens range: LOW-HIGH"
+    )
     parser.add_argument("--max-in-flight", type=_positive(int), default=256)
     parser.add_argument("--timeout", type=_positive(float), default=10.0, help="per request")
     parser.add_argument(

@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -305,8 +306,14 @@ class LoadedModel:
         return probabilities
 
 
-def open_session(path: Path, device: str) -> Any:
-    """An ONNX Runtime session on CUDA when asked for and available, else on the CPU.
+_SESSION_LOCK = threading.Lock()
+"""ONNX Runtime's log severity is process-wide: sessions are made one at a time, so that one
+being made never logs while another's noise is silenced."""
+
+
+def open_session(path: Path, device: str, threads: int | None = None) -> Any:
+    """An ONNX Runtime session on CUDA when asked for and available, else on the CPU (with
+    ``threads`` intra-op threads; ONNX Runtime's default when None).
 
     ONNX Runtime logs an error for every session whose CUDA provider cannot load (no GPU,
     no CUDA libraries); that noise is silenced while the session is made. The provider in
@@ -318,15 +325,19 @@ def open_session(path: Path, device: str) -> Any:
     options = onnxruntime.SessionOptions()
     # Spinning worker threads would take the cores the event loop needs between batches.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     providers: list[Any] = [CPU_PROVIDER]
     try_cuda = device != "cpu" and CUDA_PROVIDER in onnxruntime.get_available_providers()
     if try_cuda:
         providers.insert(0, (CUDA_PROVIDER, {"device_id": 0}))
-    onnxruntime.set_default_logger_severity(4 if try_cuda else 3)
-    try:
-        session = onnxruntime.InferenceSession(str(path), options, providers=providers)
-    finally:
-        onnxruntime.set_default_logger_severity(3)
+    with _SESSION_LOCK:
+        onnxruntime.set_default_logger_severity(4 if try_cuda else 3)
+        try:
+            session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        finally:
+            onnxruntime.set_default_logger_severity(3)
     if device == "cuda" and session.get_providers()[0] != CUDA_PROVIDER:
         raise RuntimeError(
             "INFERENCE_DEVICE=cuda: the CUDA execution provider is not available "

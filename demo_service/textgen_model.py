@@ -52,6 +52,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from demo_service import model as classifier_model
+
 MODEL_NAME = "tiny-lm"
 VERSION_SEEDS: Mapping[str, int] = {"v1": 1, "v2": 2}
 """The versions: v2 is the same network with other weights."""
@@ -94,8 +96,7 @@ OPSET = 17
 IR_VERSION = 9  # what onnxruntime 1.17+ reads; onnx 1.23 would write 11+ by default
 BUILD_ID = "tiny-lm/1"
 """Stored in each file's metadata; a file with another id is rebuilt (architecture changed)."""
-CUDA_PROVIDER = "CUDAExecutionProvider"
-CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = classifier_model.CUDA_PROVIDER
 DEFAULT_THREADS = 1
 """ONNX Runtime intra-op threads on the CPU: one leaves the other core of a 2-core machine to
 the event loop (HTTP, tokenizing, streaming); a second thread saves little on matrices this
@@ -549,32 +550,9 @@ class LoadedTextModel:
 
 
 def open_session(path: Path, device: str, threads: int = DEFAULT_THREADS) -> Any:
-    """An ONNX Runtime session on CUDA when asked for (``auto``/``cuda``) and available, else
-    on the CPU with ``threads`` intra-op threads that never spin. The provider in use is what
-    ``session.get_providers()`` lists first. ONNX Runtime's error for a CUDA provider that
-    cannot load is silenced while the session is made; ``device="cuda"`` without a working
-    CUDA provider raises."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    providers: list[Any] = [CPU_PROVIDER]
-    try_cuda = device != "cpu" and CUDA_PROVIDER in onnxruntime.get_available_providers()
-    if try_cuda:
-        providers.insert(0, (CUDA_PROVIDER, {"device_id": 0}))
-    onnxruntime.set_default_logger_severity(4 if try_cuda else 3)
-    try:
-        session = onnxruntime.InferenceSession(str(path), options, providers=providers)
-    finally:
-        onnxruntime.set_default_logger_severity(3)
-    if device == "cuda" and session.get_providers()[0] != CUDA_PROVIDER:
-        raise RuntimeError(
-            "INFERENCE_DEVICE=cuda: the CUDA execution provider is not available "
-            "(onnxruntime-gpu, a GPU and its CUDA libraries are needed)"
-        )
-    return session
+    """The classifier's session set-up (CUDA first, CPU fallback, no spinning threads,
+    ONNX Runtime's CUDA noise silenced) with ``threads`` intra-op threads."""
+    return classifier_model.open_session(path, device, threads)
 
 
 def load(

@@ -29,6 +29,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("demo-models")
     for version in demo_model.VERSION_SEEDS:
         demo_model.write_model(directory, version)
+    textgen_model.write_model(directory, textgen_model.DEFAULT_VERSION)
     return directory
 
 
@@ -58,10 +59,12 @@ def service_of(app: FastAPI) -> DemoService:
 async def running(app: FastAPI, timeout: float = 30.0) -> AsyncIterator[DemoService]:
     """Run the app's lifespan and wait until its models are loaded."""
     service = service_of(app)
+    generative = app.state.generative
     async with app.router.lifespan_context(app):
         deadline = asyncio.get_running_loop().time() + timeout
-        while not service.ready:
+        while not (service.ready and generative.ready):
             assert service.load_error is None, service.load_error
+            assert generative.load_error is None, generative.load_error
             assert asyncio.get_running_loop().time() < deadline, "models not loaded in time"
             await asyncio.sleep(0.02)
         yield service

@@ -97,7 +97,8 @@ def test_every_variable_is_listed() -> None:
     """The documented variables are the ones read."""
     assert set(ENVIRONMENT_VARIABLES) == {
         "DEMO_CONFIG", "MODEL_PATH", "MAX_BATCH_SIZE", "BATCH_TIMEOUT_MS", "INFERENCE_THREADS",
-        "MAX_BODY_BYTES", "MAX_ITEMS_PER_REQUEST", "MODEL_VERSIONS", "INFERENCE_DEVICE", "HOST",
+        "MAX_BODY_BYTES", "MAX_ITEMS_PER_REQUEST", "GENERATION_MAX_BATCH", "MODEL_VERSIONS",
+        "INFERENCE_DEVICE", "HOST",
         "PORT",
         "OTEL_SERVICE_NAME",
     }  # fmt: skip

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from demo_service.example_request import request_body
@@ -98,6 +99,7 @@ def test_the_demo_serves_predictions_from_its_first_start(demo: DemoProcess) -> 
     assert sorted(p.name for p in (Path(demo.env["MODEL_PATH"])).iterdir()) == [
         "demo-cnn-v1.onnx",
         "demo-cnn-v2.onnx",
+        "tiny-lm-v1.onnx",
     ]
     with httpx.Client(base_url=demo.url, timeout=10.0) as client:
         response = client.post(
@@ -141,7 +143,8 @@ def test_the_demo_serves_predictions_from_its_first_start(demo: DemoProcess) -> 
         loadgen = subprocess.run(
             [sys.executable, "-m", "demo_service.loadgen", "--url", demo.url, "--rps", "25",
              "--duration", "2", "--bad-ratio", "0.3", "--slow-ratio", "0.1",
-             "--slow-upload-seconds", "0.3", "--versions", "v1,v2", "--seed", "3"],
+             "--slow-upload-seconds", "0.3", "--versions", "v1,v2", "--generate-ratio", "0.3",
+             "--disconnect-ratio", "0.3", "--seed", "3"],
             cwd=REPO_ROOT,
             env=demo.env,
             capture_output=True,
@@ -163,6 +166,8 @@ def test_the_demo_serves_predictions_from_its_first_start(demo: DemoProcess) -> 
     assert sample_value(metrics, "ai_inference_batch_size_count", model="demo-cnn") >= 2
     assert sample_value(metrics, "ai_service_ready") == 1
     assert sample_value(metrics, "http_requests_total", route="/v1/inference", status="422") >= 2
+    assert sample_value(metrics, "ai_tokens_total", model="tiny-lm", type="output") > 0
+    assert sample_value(metrics, "http_requests_total", route="/v1/completions", status="400") >= 1
 
     assert demo.stop() < 10
     stdout = demo.stdout_path.read_text()
@@ -172,6 +177,72 @@ def test_the_demo_serves_predictions_from_its_first_start(demo: DemoProcess) -> 
     assert CANARY not in stdout
     stderr = demo.stderr_path.read_text()
     assert "onnxruntime" not in stderr, "ONNX Runtime's CUDA noise was silenced"
+
+
+PROMPT_CANARY = "prompt-canary-4711"
+
+
+def test_the_openai_client_streams_completions_from_the_demo(demo: DemoProcess) -> None:
+    """The official openai client, pointed at the demo, streams a completion and a chat and
+    gets whole answers with usage; the service's own metrics count the tokens it reported;
+    a bad request is an OpenAI-shaped 4xx; prompts never reach the logs."""
+    demo.wait_ready()
+    client = openai.OpenAI(base_url=f"{demo.url}/v1", api_key="unused", max_retries=0)
+    pieces = [
+        chunk.choices[0].text
+        for chunk in client.completions.create(
+            model="tiny-lm", prompt=PROMPT_CANARY, max_tokens=24, temperature=0.0, stream=True
+        )
+        if chunk.choices
+    ]
+    whole = client.completions.create(
+        model="tiny-lm", prompt=PROMPT_CANARY, max_tokens=24, temperature=0.0
+    )
+    assert "".join(pieces) == whole.choices[0].text  # greedy: the same text both ways
+    assert whole.usage is not None
+    assert whole.usage.prompt_tokens == len(PROMPT_CANARY)
+    assert 1 <= whole.usage.completion_tokens <= 24
+    assert whole.choices[0].finish_reason in ("stop", "length")
+
+    stream = client.chat.completions.create(
+        model="tiny-lm",
+        messages=[{"role": "user", "content": PROMPT_CANARY}],
+        max_tokens=16,
+        seed=7,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens >= 1
+    reply = client.chat.completions.create(
+        model="tiny-lm", messages=[{"role": "user", "content": PROMPT_CANARY}], max_tokens=16,
+        seed=7,
+    )  # fmt: skip
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert reply.choices[0].message.content == streamed  # seeded: the same text both ways
+
+    with pytest.raises(openai.BadRequestError) as rejected:
+        client.completions.create(model="tiny-lm", prompt="x", max_tokens=100_000)
+    assert rejected.value.status_code == 400
+    assert rejected.value.param == "max_tokens"
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="gpt-4", prompt="x")
+
+    with httpx.Client(base_url=demo.url, timeout=10.0) as http:
+        metrics = http.get("/metrics").text
+    output = sample_value(metrics, "ai_tokens_total", model="tiny-lm", type="output")
+    assert output == whole.usage.completion_tokens * 2 + sum(
+        usage.completion_tokens for usage in (chunks[-1].usage, reply.usage) if usage
+    )
+    assert sample_value(metrics, "ai_time_to_first_token_seconds_count", model="tiny-lm") == 4
+    assert (
+        sample_value(metrics, "http_response_first_byte_seconds_count", route="/v1/completions")
+        == 1
+    )
+    assert demo.stop() < 10
+    assert PROMPT_CANARY not in demo.stdout_path.read_text()
 
 
 def test_a_bad_setting_stops_start_up_naming_it(tmp_path: Path) -> None:
