@@ -214,10 +214,14 @@ def model_file(directory: Path, version: str) -> Path:
 
 def write_model(directory: Path, version: str) -> Path:
     """Build ``version`` into ``directory`` atomically (concurrent builders are safe)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = model_file(directory, version)
-    payload = build_model(version).SerializeToString()
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    return save_atomically(model_file(directory, version), build_model(version).SerializeToString())
+
+
+def save_atomically(path: Path, payload: bytes) -> Path:
+    """Write ``payload`` to ``path`` through a temporary file renamed over it: a reader (or
+    another builder) sees the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(payload)

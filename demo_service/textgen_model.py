@@ -41,9 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -422,19 +420,9 @@ def model_file(directory: Path, version: str) -> Path:
 
 def write_model(directory: Path, version: str) -> Path:
     """Build ``version`` into ``directory`` atomically (concurrent builders are safe)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = model_file(directory, version)
-    payload = build_model(version).SerializeToString()
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return classifier_model.save_atomically(
+        model_file(directory, version), build_model(version).SerializeToString()
+    )
 
 
 # --- the NumPy reference ----------------------------------------------------------------------
