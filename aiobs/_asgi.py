@@ -11,6 +11,7 @@ before the response ended (nginx's convention), and the duration to the last byt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -182,6 +183,9 @@ class ObservabilityMiddleware:
                 if span is not None and span.is_recording():
                     record_error(span, failure)
                 _error_log.error("unhandled_exception", exc_info=failure)
+                if context.is_valid:
+                    with contextlib.suppress(AttributeError):  # an exception with __slots__
+                        setattr(failure, _logging.SPAN_CONTEXT_ATTRIBUTE, context)
             if span is not None:
                 self._end_span(span, route, status, failure)
             if self._access_log is not None:

@@ -182,9 +182,19 @@ class Sanitizer:
         return f"{text[:limit]}...[truncated {cut} chars]"
 
 
+SPAN_CONTEXT_ATTRIBUTE = "_aiobs_span_context"
+"""Set on an exception that left a request's span: the server's own line about it (logged
+after the span ended) still carries the request's trace id."""
+
+
 def add_trace_ids(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
-    """``trace_id``/``span_id`` of the current span, as the exported span carries them."""
+    """``trace_id``/``span_id`` of the current span, as the exported span carries them; for
+    a record of an exception that left a request (the server's error line), that request's."""
     context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        record = event_dict.get("_record")
+        error = record.exc_info[1] if record is not None and record.exc_info else None
+        context = getattr(error, SPAN_CONTEXT_ATTRIBUTE, context)
     if context.is_valid:
         event_dict["trace_id"] = format(context.trace_id, "032x")
         event_dict["span_id"] = format(context.span_id, "016x")

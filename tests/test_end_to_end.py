@@ -308,11 +308,13 @@ def test_log_lines_carry_the_exported_span_ids(scenario: Scenario) -> None:
 def test_unhandled_exception_logged_once_with_traceback(scenario: Scenario) -> None:
     """aiobs logs the raising request's exception exactly once, with its traceback, under the
     trace id of the 500 body and of the exported span; the exception still reaches the
-    server, whose own error line is there too (as without aiobs)."""
+    server, whose own error line is there too (as without aiobs), with the same trace id."""
     with_traceback = [
         line for line in scenario.log_lines if "Traceback" in str(line.get("exception", ""))
     ]
     assert {line["logger"] for line in with_traceback} == {"aiobs.http", "uvicorn.error"}
+    (server_line,) = [line for line in with_traceback if line["logger"] == "uvicorn.error"]
+    assert server_line["trace_id"] == scenario.span(BOOM_PATH).trace_id
     (line,) = [line for line in with_traceback if line["logger"] == "aiobs.http"]
     assert line["level"] == "error"
     assert "RuntimeError" in line["exception"]
