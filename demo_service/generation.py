@@ -138,21 +138,25 @@ class GenerativeService:
         if self.engine is None or not self.engine.running:
             reason = "the model failed to load" if self.load_error else "the model is loading"
             return _error(503, reason, kind="server_error", code="not_ready")
+        response = openai_api.Response(parsed)
+        if parsed.stream:
+            # Submitted when the stream starts: a client gone before then leaves no work.
+            return StreamingResponse(
+                self._stream(parsed, response),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            )
+        return await self._whole(request, parsed, self._submit(parsed), response)
+
+    def _submit(self, parsed: openai_api.GenerationRequest) -> textgen.Generation:
+        assert self.engine is not None
         params = textgen.SamplingParams(
             max_tokens=parsed.max_tokens,
             temperature=parsed.temperature,
             seed=parsed.seed,
             stop=parsed.stop,
         )
-        generation = self.engine.submit(TOKENIZER.encode(parsed.prompt), params)
-        response = openai_api.Response(parsed)
-        if parsed.stream:
-            return StreamingResponse(
-                self._stream(parsed, generation, response),
-                media_type="text/event-stream",
-                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-            )
-        return await self._whole(request, parsed, generation, response)
+        return self.engine.submit(TOKENIZER.encode(parsed.prompt), params)
 
     @contextlib.asynccontextmanager
     async def _observed(
@@ -180,11 +184,9 @@ class GenerativeService:
                     )
 
     async def _stream(
-        self,
-        parsed: openai_api.GenerationRequest,
-        generation: textgen.Generation,
-        response: openai_api.Response,
+        self, parsed: openai_api.GenerationRequest, response: openai_api.Response
     ) -> AsyncIterator[bytes]:
+        generation = self._submit(parsed)
         async with self._observed(parsed, generation) as record:
             if parsed.chat:
                 yield response.chunk("", first=True)
