@@ -140,13 +140,12 @@ class GenerativeService:
             return _error(503, reason, kind="server_error", code="not_ready")
         response = openai_api.Response(parsed)
         if parsed.stream:
-            # Submitted when the stream starts: a client gone before then leaves no work.
             return StreamingResponse(
                 self._stream(parsed, response),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
             )
-        return await self._whole(request, parsed, self._submit(parsed), response)
+        return await self._whole(request, parsed, response)
 
     def _submit(self, parsed: openai_api.GenerationRequest) -> textgen.Generation:
         assert self.engine is not None
@@ -159,12 +158,14 @@ class GenerativeService:
         return self.engine.submit(TOKENIZER.encode(parsed.prompt), params)
 
     @contextlib.asynccontextmanager
-    async def _observed(
-        self, parsed: openai_api.GenerationRequest, generation: textgen.Generation
-    ) -> AsyncIterator[aiobs.InferenceRecord]:
-        """One inference record around a generation; the generation is dropped from the
-        engine however the block ends."""
+    async def _generation(
+        self, parsed: openai_api.GenerationRequest
+    ) -> AsyncIterator[tuple[aiobs.InferenceRecord, textgen.Generation]]:
+        """One inference record around one generation, started just before the generation is
+        queued (its time to first token counts the queue); the generation is dropped from
+        the engine however the block ends."""
         async with self.obs.inference(MODEL_NAME, self.version) as record:
+            generation = self._submit(parsed)
             record.tokens(input=generation.prompt_tokens)
             record.set_attribute(
                 catalog.ATTR_GEN_AI_OPERATION, "chat" if parsed.chat else "text_completion"
@@ -173,7 +174,7 @@ class GenerativeService:
             record.set_attribute(catalog.ATTR_GEN_AI_REQUEST_TEMPERATURE, parsed.temperature)
             record.set_attribute(catalog.ATTR_GEN_AI_RESPONSE_MODEL, MODEL_NAME)
             try:
-                yield record
+                yield record, generation
             finally:
                 generation.cancel()  # nothing when it finished
                 if generation.queue_seconds is not None:
@@ -186,8 +187,8 @@ class GenerativeService:
     async def _stream(
         self, parsed: openai_api.GenerationRequest, response: openai_api.Response
     ) -> AsyncIterator[bytes]:
-        generation = self._submit(parsed)
-        async with self._observed(parsed, generation) as record:
+        # Runs when the response starts streaming: a client gone before then leaves no work.
+        async with self._generation(parsed) as (record, generation):
             if parsed.chat:
                 yield response.chunk("", first=True)
             async for piece in generation:
@@ -200,17 +201,13 @@ class GenerativeService:
             yield openai_api.DONE
 
     async def _whole(
-        self,
-        request: Request,
-        parsed: openai_api.GenerationRequest,
-        generation: textgen.Generation,
-        response: openai_api.Response,
+        self, request: Request, parsed: openai_api.GenerationRequest, response: openai_api.Response
     ) -> JSONResponse:
-        async def generate() -> str:
-            async with self._observed(parsed, generation) as record:
+        async def generate() -> tuple[str, str | None, dict[str, int]]:
+            async with self._generation(parsed) as (record, generation):
                 async for _piece in generation:
                     record.token()
-                return generation.text
+                return generation.text, generation.finish_reason, _usage(generation)
 
         work = asyncio.ensure_future(generate())
         gone = asyncio.ensure_future(_disconnected(request))
@@ -224,11 +221,11 @@ class GenerativeService:
                 await work
             return _error(400, "the client went away", code="client_disconnected")
         try:
-            text = work.result()
+            text, finish_reason, usage = work.result()
         except textgen.EngineStopped:
             return _error(503, "the service is stopping", kind="server_error", code="stopping")
-        assert generation.finish_reason is not None
-        return JSONResponse(response.whole(text, generation.finish_reason, _usage(generation)))
+        assert finish_reason is not None
+        return JSONResponse(response.whole(text, finish_reason, usage))
 
 
 async def _disconnected(request: Request) -> None:
