@@ -2,7 +2,7 @@
 token timings its clients see set beside those aiobs reports.
 
     .venv/bin/python benchmarks/generation.py                  # 3 rounds, 8 streams
-    .venv/bin/python benchmarks/generation.py --quick          # 1 round, about a minute
+    .venv/bin/python benchmarks/generation.py --quick          # 2 rounds x 64 generations, ~20 s
     .venv/bin/python benchmarks/generation.py --streams 1,8    # batching: 8 streams vs 1
 
 One run starts ``python -m demo_service`` on 127.0.0.1 (``GENERATION_MAX_BATCH=8``, access
@@ -743,9 +743,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--model-path", type=Path, help="model directory (default: the demo's)")
-    parser.add_argument("--quick", action="store_true", help="1 round, 8 x 4 generations")
+    parser.add_argument("--quick", action="store_true", help="2 rounds x 64 generations")
     args = parser.parse_args()
-    for name, quick, full in (("rounds", 1, 3), ("generations", 4, 16)):
+    for name, quick, full in (("rounds", 2, 3), ("generations", 8, 16)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     try:
