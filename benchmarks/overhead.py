@@ -655,7 +655,10 @@ def _print_rows(summary: dict[str, dict[str, Any]], names: list[str]) -> None:
 
 
 def print_table(
-    summary: dict[str, dict[str, Any]], targets: list[dict[str, Any]], args: argparse.Namespace
+    summary: dict[str, dict[str, Any]],
+    targets: list[dict[str, Any]],
+    args: argparse.Namespace,
+    cores: int,
 ) -> None:
     print()
     loop, http = SERVERS[args.server]["loop"], SERVERS[args.server]["http"]
@@ -682,12 +685,15 @@ def print_table(
         print()
         print(
             f"{workers} uvicorn workers, not pinned: wrk, the OTLP receiver and the {workers} "
-            f"workers share the machine's {len(os.sched_getaffinity(0))} cores "
+            f"workers share the machine's {cores} cores "
             f"(PROMETHEUS_MULTIPROC_DIR set, a fresh directory per server); ratios to "
             f"{workers_name('bare', workers)}, same round:"
         )
         _print_rows(summary, several)
-        print("cpu_us/req: CPU time of the supervisor and all workers per request")
+        print(
+            "cpu_us/req: CPU time of the supervisor and all workers per request; p99 here "
+            "depends on how the scheduler interleaves wrk and the workers: noisy"
+        )
         idle = {
             name: round(share, 2)
             for name in several
@@ -807,8 +813,16 @@ def parse_args() -> argparse.Namespace:
         help=f"uvicorn workers of the multi-worker cases ({', '.join(WORKER_VARIANTS)}; "
         "not pinned); 0 or 1: none (default 2)",
     )
-    parser.add_argument("--quick", action="store_true", help="1 round x 3 s: about a minute")
+    parser.add_argument("--quick", action="store_true", help="1 round x 3 s: about 1.5 min")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="measure nothing: print the table of an earlier run from its results file",
+    )
     args = parser.parse_args()
+    if args.report is not None:
+        return args
     quick = {"rounds": 1, "duration": 3.0, "warmup": 1.0}
     full = {"rounds": 3, "duration": 10.0, "warmup": 2.0}
     for name, default in (quick if args.quick else full).items():
@@ -821,8 +835,34 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def print_report(path: Path) -> int:
+    """Prints the table of an earlier run from its results file."""
+    data = json.loads(path.read_text())
+    settings = data["settings"]
+    args = argparse.Namespace(
+        **{"server": "h11", "workers": 0, **settings}  # runs before both options: h11, one worker
+    )
+    cases = build_cases(args.workers)
+    known = {name for name in Measurement.__dataclass_fields__}
+    measurements = [
+        Measurement(**{key: value for key, value in m.items() if key in known})
+        for m in data["measurements"]
+    ]
+    summary = summarize(cases, measurements)
+    print(f"{path}: started {data['started']}, aiobs {(data['aiobs']['commit'] or '?')[:10]}")
+    print_table(summary, verdicts(summary), args, len(data["pinning"].get("every", ())) or 1)
+    receiver = data["otlp_receiver"]
+    print(
+        f"\nOTLP receiver: {receiver['export_requests']} export requests, "
+        f"{receiver['bytes'] / 1e6:.1f} MB"
+    )
+    return 0
+
+
 def main() -> int:
     args = parse_args()
+    if args.report is not None:
+        return print_report(args.report)
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     cases = build_cases(args.workers)
@@ -883,7 +923,7 @@ def main() -> int:
             exports, exported_bytes = counters[0], counters[1]
     summary = summarize(cases, measurements)
     targets = verdicts(summary)
-    print_table(summary, targets, args)
+    print_table(summary, targets, args, len(pinning.every))
     print(f"\nOTLP receiver: {exports} export requests, {exported_bytes / 1e6:.1f} MB")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"overhead-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
