@@ -1,15 +1,19 @@
 """What aiobs costs per request: throughput and p99 latency of one trivial FastAPI endpoint
-under wrk, uninstrumented, with aiobs in several configurations, and with a hand-made
-Prometheus + OpenTelemetry + structlog set-up. Plus a ``/metrics``-under-load check.
+under wrk, uninstrumented, with aiobs in several configurations, with the libraries a service
+would use instead (a hand-made Prometheus + OpenTelemetry + structlog set-up,
+starlette-exporter, prometheus-fastapi-instrumentator, Pydantic Logfire), and on two uvicorn
+workers. Plus a ``/metrics``-under-load check.
 
     .venv/bin/python benchmarks/overhead.py [--rounds N] [--duration S] [--warmup S]
-                                            [--connections C]
+                                            [--connections C] [--server {uvloop,h11}]
+                                            [--workers N]
     .venv/bin/python benchmarks/overhead.py --quick
 
-Every measurement starts a fresh uvicorn server (one worker, pinned to its own core when the
-machine has two) and loads it with ``wrk -t1`` on another. The cases are alternated
-within each round, in an order rotated per round, so drift and noise reach all of them; the
-report is the median over rounds. Results go to ``benchmarks/results/overhead-<time>.json``.
+Every measurement starts a fresh uvicorn server (uvloop and httptools unless ``--server h11``;
+one worker, pinned to its own core when the machine has two) and loads it with ``wrk -t1`` on
+another; the two-worker cases are not pinned. The cases are alternated within each round, in
+an order rotated per round, so drift and noise reach all of them; the report is the median
+over rounds. Results go to ``benchmarks/results/overhead-<time>.json``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from overhead_app import VARIANTS
+from overhead_app import SERVERS, VARIANTS, missing_requirements
 
 HERE = Path(__file__).resolve().parent
 APP = HERE / "overhead_app.py"
@@ -48,7 +52,21 @@ EXTRA_SERIES = 1000
 SCRAPE_INTERVAL_S = 0.1
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
+STARTUP_S = 2.5
+"""About what starting and stopping a server takes, for the time estimate."""
 TARGETS = {"aiobs-metrics": 0.95, "aiobs-full": 0.70, "aiobs-full-10pct": 0.85}
+"""Throughput targets: the least ``ratio_to_bare`` of each case."""
+P99_TARGETS = {"aiobs-full": 2.0}
+"""Latency targets: the most ``p99_ratio_to_bare`` of each case."""
+PEERS = {
+    "handmade": "metrics, traces, access log",
+    "starlette-exporter": "metrics",
+    "instrumentator": "metrics",
+    "logfire": "traces",
+}
+"""The set-ups a service would pick instead of aiobs, and what each of them records."""
+WORKER_VARIANTS = ("bare", "aiobs-full", "starlette-exporter")
+"""The variants run again on several uvicorn workers (``--workers``)."""
 SELF_MONITORING = (
     "aiobs_spans_exported_total",
     "aiobs_spans_dropped_total",
@@ -61,10 +79,9 @@ PACKAGES = (
     "aiobs", "fastapi", "starlette", "uvicorn", "h11", "uvloop", "httptools", "pydantic",
     "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http",
     "opentelemetry-instrumentation-fastapi", "protobuf", "prometheus_client",
-    "prometheus-fastapi-instrumentator", "structlog",
+    "prometheus-fastapi-instrumentator", "structlog", "starlette-exporter", "logfire",
 )  # fmt: skip
-"""Versions recorded with the results (``null``: not installed; uvicorn then uses asyncio
-and h11 instead of uvloop and httptools)."""
+"""Versions recorded with the results (``null``: not installed)."""
 WRK_SCRIPT = f"""
 wrk.method = "POST"
 wrk.body = '{BODY}'
@@ -84,19 +101,37 @@ end
 @dataclass(frozen=True)
 class Case:
     """One row of the benchmark: a variant of the app, optionally with extra series and a
-    side loop scraping ``/metrics``."""
+    side loop scraping ``/metrics``, on one uvicorn worker (pinned to its core) or several
+    (not pinned)."""
 
     name: str
     variant: str
     extra_series: int = 0
     scrape: bool = False
+    workers: int = 1
+
+    @property
+    def baseline(self) -> str:
+        """The case this one's ratios are computed against, in the same round."""
+        return "bare" if self.workers == 1 else workers_name("bare", self.workers)
 
 
-CASES = (
-    *(Case(variant, variant) for variant in VARIANTS),
-    Case("aiobs-full+1k-series", "aiobs-full", EXTRA_SERIES),
-    Case("aiobs-full+1k-series+scrape", "aiobs-full", EXTRA_SERIES, scrape=True),
-)
+def workers_name(variant: str, workers: int) -> str:
+    return f"{variant}-{workers}w"
+
+
+def build_cases(workers: int) -> tuple[Case, ...]:
+    """Every variant on one worker, the ``/metrics`` cases, and ``WORKER_VARIANTS`` on
+    ``workers`` workers (none when ``workers`` is below 2)."""
+    return (
+        *(Case(variant, variant) for variant in VARIANTS),
+        Case("aiobs-full+1k-series", "aiobs-full", EXTRA_SERIES),
+        Case("aiobs-full+1k-series+scrape", "aiobs-full", EXTRA_SERIES, scrape=True),
+        *(
+            Case(workers_name(variant, workers), variant, workers=workers)
+            for variant in (WORKER_VARIANTS if workers > 1 else ())
+        ),
+    )
 
 
 @dataclass
@@ -110,6 +145,7 @@ class Measurement:
     errors: int
     server_cpu_us_per_request: float
     server_core_share: float
+    worker_core_shares: list[float] = field(default_factory=list)
     self_monitoring: dict[str, float] = field(default_factory=dict)
     scrape_ms: list[float] = field(default_factory=list)
     scrape_bytes: int = 0
@@ -119,20 +155,32 @@ class Measurement:
 @dataclass(frozen=True)
 class Pinning:
     """The core wrk (and this script, and the OTLP receiver) runs on and the one the server
-    runs on; empty when not pinned (fewer than two cores, or no ``taskset``)."""
+    runs on; empty when not pinned (fewer than two cores, or no ``taskset``). ``every`` is
+    every core this script may use: what the cases on several workers share."""
 
     load: tuple[int, ...]
     server: tuple[int, ...]
+    every: tuple[int, ...]
 
     @staticmethod
     def choose() -> Pinning:
-        cpus = sorted(os.sched_getaffinity(0))
+        cpus = tuple(sorted(os.sched_getaffinity(0)))
         if len(cpus) < 2 or shutil.which("taskset") is None:
-            return Pinning((), ())
-        return Pinning((cpus[0],), (cpus[1],))
+            return Pinning((), (), cpus)
+        return Pinning((cpus[0],), (cpus[1],), cpus)
 
-    def server_prefix(self) -> list[str]:
-        return ["taskset", "-c", ",".join(map(str, self.server))] if self.server else []
+    def apply(self, case: Case, receiver_pid: int) -> None:
+        """Puts this thread (and so wrk, which it starts) and the OTLP receiver on the load
+        core, or on every core for a case on several workers."""
+        cpus = self.every if case.workers > 1 or not self.load else self.load
+        os.sched_setaffinity(0, cpus)
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(receiver_pid, cpus)
+
+    def server_prefix(self, case: Case) -> list[str]:
+        if case.workers > 1 or not self.server:
+            return []  # the affinity of this thread: every core
+        return ["taskset", "-c", ",".join(map(str, self.server))]
 
 
 # --- the OTLP receiver ----------------------------------------------------------------------
@@ -166,8 +214,8 @@ def _serve_otlp(ready: Any, counters: Any) -> None:
 
 
 @contextlib.contextmanager
-def otlp_receiver() -> Iterator[tuple[str, Any]]:
-    """A receiver in its own process; yields its base URL and its counters."""
+def otlp_receiver() -> Iterator[tuple[str, Any, int]]:
+    """A receiver in its own process; yields its base URL, its counters and its pid."""
     context = multiprocessing.get_context("spawn")
     counters = context.Array("q", 2)
     parent, child = context.Pipe(duplex=False)
@@ -178,7 +226,7 @@ def otlp_receiver() -> Iterator[tuple[str, Any]]:
         while not parent.poll(0.1):
             if not process.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the OTLP receiver did not start")
-        yield f"http://127.0.0.1:{parent.recv()}", counters
+        yield f"http://127.0.0.1:{parent.recv()}", counters, process.pid
     finally:
         process.terminate()
         process.join(STOP_TIMEOUT_S)
@@ -207,7 +255,9 @@ def http_request(port: int, method: str, path: str, timeout: float = 5.0) -> tup
         connection.close()
 
 
-def server_environment(case: Case, otlp_endpoint: str) -> dict[str, str]:
+def server_environment(
+    case: Case, otlp_endpoint: str, server: str, multiprocess_dir: Path | None
+) -> dict[str, str]:
     """This process's environment without any OpenTelemetry or aiobs settings, plus the
     case's (``overhead_app`` adds the variant's own)."""
     inherited = {
@@ -219,12 +269,42 @@ def server_environment(case: Case, otlp_endpoint: str) -> dict[str, str]:
         **inherited,
         "BENCH_VARIANT": case.variant,
         "BENCH_EXTRA_SERIES": str(case.extra_series),
+        "BENCH_SERVER": server,
+        "BENCH_WORKERS": str(case.workers),
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
         "PYTHONUNBUFFERED": "1",
+        **({"PROMETHEUS_MULTIPROC_DIR": str(multiprocess_dir)} if multiprocess_dir else {}),
     }
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes started by ``pid``, their own children too (Linux: /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+    found: list[int] = []
+    level = [pid]
+    while level:
+        level = [child for child, parent in parents.items() if parent in level]
+        found += level
+    return found
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of one process so far; 0 once it is gone (Linux: /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stops the server and, should any outlive it, its worker processes."""
+    children = descendants(process.pid)
     if process.poll() is None:
         process.terminate()
         try:
@@ -232,6 +312,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    for child in children:
+        with contextlib.suppress(OSError):
+            os.kill(child, signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -239,22 +322,41 @@ class Server:
     port: int
     pid: int
 
-    def cpu_seconds(self) -> float:
-        """CPU time of every thread of the server so far (Linux: /proc)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def processes(self) -> list[int]:
+        """The server's process and its workers' (uvicorn's supervisor starts them)."""
+        return [self.pid, *descendants(self.pid)]
+
+    def cpu_seconds(self, processes: list[int]) -> list[float]:
+        """CPU time of every thread of each of ``processes`` so far."""
+        return [process_cpu_seconds(pid) for pid in processes]
+
+    @staticmethod
+    def is_worker(pid: int) -> bool:
+        """Whether ``pid`` is a worker uvicorn started (multiprocessing's spawn), not its
+        resource tracker."""
+        with contextlib.suppress(OSError):
+            return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return False
 
 
 @contextlib.contextmanager
-def serving(case: Case, otlp_endpoint: str, pinning: Pinning, logs: Path) -> Iterator[Server]:
+def serving(
+    case: Case, otlp_endpoint: str, pinning: Pinning, server: str, logs: Path
+) -> Iterator[Server]:
     """A fresh server for ``case``; yields it once it answers, stops it afterwards. Its
-    stdout (the JSON logs) goes to /dev/null, its stderr to a file under ``logs``."""
+    stdout (the JSON logs) goes to /dev/null, its stderr to a file under ``logs``. Several
+    workers get a fresh, empty ``PROMETHEUS_MULTIPROC_DIR`` (aiobs refuses several workers
+    without one)."""
     port = free_port()
     stderr_path = logs / f"{case.name}-{port}.stderr"
+    multiprocess_dir = None
+    if case.workers > 1:
+        multiprocess_dir = logs / f"{case.name}-{port}.prometheus"
+        multiprocess_dir.mkdir()
     with stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
-            [*pinning.server_prefix(), sys.executable, str(APP), str(port)],
-            env=server_environment(case, otlp_endpoint),
+            [*pinning.server_prefix(case), sys.executable, str(APP), str(port)],
+            env=server_environment(case, otlp_endpoint, server, multiprocess_dir),
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
@@ -371,13 +473,19 @@ def measure(
     scraper = Scraper(port, SCRAPE_INTERVAL_S) if case.scrape else None
     if scraper is not None:
         scraper.start()
-    cpu_before, started = server.cpu_seconds(), time.monotonic()
+    processes = server.processes()
+    cpu_before, started = server.cpu_seconds(processes), time.monotonic()
     try:
         result = run_wrk(port, args.duration, args.connections, script)
     finally:
         if scraper is not None:
             scraper.stop()
-    cpu = server.cpu_seconds() - cpu_before
+    elapsed = time.monotonic() - started
+    per_process = [
+        after - before
+        for after, before in zip(server.cpu_seconds(processes), cpu_before, strict=True)
+    ]
+    cpu = sum(per_process)
     return Measurement(
         case=case.name,
         round=round_,
@@ -388,7 +496,14 @@ def measure(
         errors=result.errors,
         server_cpu_us_per_request=cpu / max(result.requests, 1) * 1e6,
         # Near 1.0 when the server had its core to itself; less when something else ran there.
-        server_core_share=cpu / (time.monotonic() - started),
+        # Several workers: cores used in all (the sum of the workers' shares, below).
+        server_core_share=cpu / elapsed,
+        # The workers' own (not the supervisor's): each near 1/workers of the load or more.
+        worker_core_shares=[
+            cpu / elapsed
+            for pid, cpu in zip(processes, per_process, strict=True)
+            if pid != server.pid and server.is_worker(pid)
+        ],
         self_monitoring=read_self_monitoring(port) if case.variant.startswith("aiobs") else {},
         scrape_ms=scraper.durations_ms if scraper else [],
         scrape_bytes=scraper.last_size if scraper else 0,
@@ -399,22 +514,31 @@ def measure(
 # --- report ---------------------------------------------------------------------------------
 
 
-def summarize(measurements: list[Measurement]) -> dict[str, dict[str, Any]]:
-    """Per case: median req/s and p99 over rounds, and the median over rounds of the ratio
-    to ``bare`` measured in the same round."""
-    bare = {m.round: m.requests_per_s for m in measurements if m.case == "bare"}
-    bare_cpu = {m.round: m.server_cpu_us_per_request for m in measurements if m.case == "bare"}
+def summarize(
+    cases: tuple[Case, ...], measurements: list[Measurement]
+) -> dict[str, dict[str, Any]]:
+    """Per case: median req/s and p99 over rounds, and the median over rounds of the ratios
+    to its baseline (``bare``, or ``bare`` on as many workers) measured in the same round."""
+    by_round = {(m.case, m.round): m for m in measurements}
     no_scrape = {m.round: m.p99_ms for m in measurements if m.case == "aiobs-full+1k-series"}
     summary: dict[str, dict[str, Any]] = {}
-    for case in CASES:
+    for case in cases:
         rows = [m for m in measurements if m.case == case.name]
         if not rows:
             continue
-        ratios = [m.requests_per_s / bare[m.round] for m in rows if m.round in bare]
+        pairs = [
+            (m, by_round[case.baseline, m.round])
+            for m in rows
+            if (case.baseline, m.round) in by_round
+        ]
+        ratios = [m.requests_per_s / base.requests_per_s for m, base in pairs]
+        p99_ratios = [m.p99_ms / base.p99_ms for m, base in pairs]
         cpu_ratios = [
-            bare_cpu[m.round] / m.server_cpu_us_per_request for m in rows if m.round in bare_cpu
+            base.server_cpu_us_per_request / m.server_cpu_us_per_request for m, base in pairs
         ]
         entry: dict[str, Any] = {
+            "workers": case.workers,
+            "baseline": case.baseline,
             "requests_per_s": statistics.median(m.requests_per_s for m in rows),
             "p99_ms": statistics.median(m.p99_ms for m in rows),
             "p50_ms": statistics.median(m.p50_ms for m in rows),
@@ -423,9 +547,14 @@ def summarize(measurements: list[Measurement]) -> dict[str, dict[str, Any]]:
             ),
             "ratio_to_bare": statistics.median(ratios) if ratios else None,
             "ratio_to_bare_range": [min(ratios), max(ratios)] if ratios else None,
+            "p99_ratio_to_bare": statistics.median(p99_ratios) if p99_ratios else None,
+            "p99_ratio_to_bare_range": [min(p99_ratios), max(p99_ratios)] if p99_ratios else None,
             "cpu_ratio_to_bare": statistics.median(cpu_ratios) if cpu_ratios else None,
             "errors": sum(m.errors for m in rows),
             "server_core_share_min": min(m.server_core_share for m in rows),
+            "worker_core_share_min": min(
+                (share for m in rows for share in m.worker_core_shares), default=None
+            ),
             "rounds": len(rows),
         }
         entry["losses"] = {
@@ -437,52 +566,155 @@ def summarize(measurements: list[Measurement]) -> dict[str, dict[str, Any]]:
             target = TARGETS[case.name]
             entry["target"] = target
             entry["pass"] = entry["ratio_to_bare"] is not None and entry["ratio_to_bare"] >= target
+        if case.name in P99_TARGETS:
+            target = P99_TARGETS[case.name]
+            entry["p99_target"] = target
+            entry["p99_pass"] = (
+                entry["p99_ratio_to_bare"] is not None and entry["p99_ratio_to_bare"] <= target
+            )
         if case.scrape:
             scrapes = [ms for m in rows for ms in m.scrape_ms]
-            p99_ratios = [m.p99_ms / no_scrape[m.round] for m in rows if m.round in no_scrape]
+            scrape_ratios = [m.p99_ms / no_scrape[m.round] for m in rows if m.round in no_scrape]
             entry.update(
                 scrapes=len(scrapes),
                 scrape_failures=sum(m.scrape_failures for m in rows),
                 scrape_median_ms=statistics.median(scrapes) if scrapes else None,
                 scrape_max_ms=max(scrapes) if scrapes else None,
                 scrape_bytes=max(m.scrape_bytes for m in rows),
-                p99_ratio_to_no_scrape=statistics.median(p99_ratios) if p99_ratios else None,
+                p99_ratio_to_no_scrape=statistics.median(scrape_ratios) if scrape_ratios else None,
             )
         summary[case.name] = entry
     return summary
+
+
+def verdicts(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target, PASS or MISS: the throughput and p99 targets, and whether ``aiobs-full``
+    is ahead of every peer on both ratios (more throughput and a lower p99, relative to
+    ``bare`` in the same round)."""
+    found: list[dict[str, Any]] = []
+    for name, target in TARGETS.items():
+        value = summary.get(name, {}).get("ratio_to_bare")
+        found.append(
+            {
+                "target": f"{name} throughput ratio >= {target:.2f}",
+                "value": value,
+                "pass": value is not None and value >= target,
+            }
+        )
+    for name, target in P99_TARGETS.items():
+        value = summary.get(name, {}).get("p99_ratio_to_bare")
+        found.append(
+            {
+                "target": f"{name} p99 ratio <= {target:.2f}",
+                "value": value,
+                "pass": value is not None and value <= target,
+            }
+        )
+    full = summary.get("aiobs-full")
+    peers = [name for name in PEERS if name in summary]
+    if full is not None and peers:
+        behind = []
+        for peer in peers:
+            other = summary[peer]
+            if not full["ratio_to_bare"] > other["ratio_to_bare"]:
+                behind.append(f"{peer} on throughput")
+            if not full["p99_ratio_to_bare"] < other["p99_ratio_to_bare"]:
+                behind.append(f"{peer} on p99")
+        found.append(
+            {
+                "target": "aiobs-full ahead of every peer on both ratios",
+                "peers": peers,
+                "value": None,
+                "pass": not behind,
+                "behind": behind,
+            }
+        )
+    return found
 
 
 def _number(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_table(summary: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
-    print()
-    print(
-        f"{args.rounds} round(s) x {args.duration:g} s per case, wrk -t1 -c{args.connections}, "
-        "medians over rounds; ratio = req/s / bare req/s in the same round"
-    )
+def _print_rows(summary: dict[str, dict[str, Any]], names: list[str]) -> None:
     header = (
         f"{'variant':<30} {'req/s':>8} {'p99_ms':>8} {'cpu_us/req':>10} {'cpu_ratio':>9} "
-        f"{'ratio_to_bare':>13}  target  result"
+        f"{'ratio_to_bare':>13} {'p99_ratio':>9}"
     )
     print(header)
     print("-" * len(header))
-    for name, entry in summary.items():
-        target = entry.get("target")
-        verdict = "" if target is None else ("PASS" if entry["pass"] else "MISS")
+    for name in names:
+        entry = summary[name]
         print(
             f"{name:<30} {entry['requests_per_s']:>8.0f} {entry['p99_ms']:>8.2f} "
             f"{entry['server_cpu_us_per_request']:>10.1f} "
             f"{_number(entry['cpu_ratio_to_bare'], '.3f'):>9} "
-            f"{_number(entry['ratio_to_bare'], '.3f'):>13}  "
-            f"{'>=' + format(target, '.2f') if target else '':>6}  {verdict}"
+            f"{_number(entry['ratio_to_bare'], '.3f'):>13} "
+            f"{_number(entry['p99_ratio_to_bare'], '.2f'):>9}"
         )
+
+
+def print_table(
+    summary: dict[str, dict[str, Any]],
+    targets: list[dict[str, Any]],
+    args: argparse.Namespace,
+    cores: int,
+) -> None:
+    print()
+    loop, http = SERVERS[args.server]["loop"], SERVERS[args.server]["http"]
+    print(
+        f"{args.rounds} round(s) x {args.duration:g} s per case, wrk -t1 -c{args.connections}, "
+        f"uvicorn with {loop} + {http}; medians over rounds of per-round values"
+    )
+    print(
+        "ratio_to_bare = req/s / bare's req/s, p99_ratio = p99 / bare's p99, "
+        "cpu_ratio = bare's cpu_us/req / the variant's, each in the same round"
+    )
+    single = [name for name, entry in summary.items() if entry["workers"] == 1]
+    several = [name for name, entry in summary.items() if entry["workers"] > 1]
+    print()
+    print("One worker, pinned to its core (wrk, this script and the OTLP receiver on the other):")
+    _print_rows(summary, single)
     print(
         "cpu_us/req: CPU time of the server process (all its threads) per request; "
-        "cpu_ratio: bare's cpu_us/req / the variant's, same round (less sensitive to noise)"
+        "cpu_ratio is less sensitive to noise"
     )
-    shared = [name for name, entry in summary.items() if entry["server_core_share_min"] < 0.9]
+    print("peers: " + "; ".join(f"{name} ({what})" for name, what in PEERS.items()))
+    if several:
+        workers = summary[several[0]]["workers"]
+        print()
+        print(
+            f"{workers} uvicorn workers, not pinned: wrk, the OTLP receiver and the {workers} "
+            f"workers share the machine's {cores} cores "
+            f"(PROMETHEUS_MULTIPROC_DIR set, a fresh directory per server); ratios to "
+            f"{workers_name('bare', workers)}, same round:"
+        )
+        _print_rows(summary, several)
+        print(
+            "cpu_us/req: CPU time of the supervisor and all workers per request; p99 here "
+            "depends on how the scheduler interleaves wrk and the workers: noisy"
+        )
+        idle = {
+            name: round(share, 2)
+            for name in several
+            if (share := summary[name]["worker_core_share_min"]) is not None
+            and share < 0.5 / workers
+        }
+        if idle:
+            print(f"warning: a worker got little of the load in some rounds: {idle}")
+    print()
+    print("Targets:")
+    for target in targets:
+        value = "" if target["value"] is None else f"  {target['value']:.3f}"
+        line = f"  {target['target']:<50}{value:>8}  {'PASS' if target['pass'] else 'MISS'}"
+        print(line)
+        if target.get("behind"):
+            print(f"    not ahead of {', '.join(target['behind'])}")
+    shared = [
+        name
+        for name, entry in summary.items()
+        if entry["workers"] == 1 and entry["server_core_share_min"] < 0.9
+    ]
     if shared:
         print(
             f"warning: the server had less than 90% of its core in some rounds of {shared}: "
@@ -568,8 +800,29 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds measured per case (default 10)")
     parser.add_argument("--warmup", type=float, help="seconds of load before each (default 2)")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
-    parser.add_argument("--quick", action="store_true", help="1 round x 3 s: about a minute")
+    parser.add_argument(
+        "--server",
+        choices=tuple(SERVERS),
+        default="uvloop",
+        help="uvicorn's loop and HTTP parser: uvloop + httptools (default) or asyncio + h11",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help=f"uvicorn workers of the multi-worker cases ({', '.join(WORKER_VARIANTS)}; "
+        "not pinned); 0 or 1: none (default 2)",
+    )
+    parser.add_argument("--quick", action="store_true", help="1 round x 3 s: about 1.5 min")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="measure nothing: print the table of an earlier run from its results file",
+    )
     args = parser.parse_args()
+    if args.report is not None:
+        return args
     quick = {"rounds": 1, "duration": 3.0, "warmup": 1.0}
     full = {"rounds": 3, "duration": 10.0, "warmup": 2.0}
     for name, default in (quick if args.quick else full).items():
@@ -577,13 +830,54 @@ def parse_args() -> argparse.Namespace:
             setattr(args, name, default)
     if args.rounds < 1 or args.duration <= 0 or args.warmup <= 0 or args.connections < 1:
         parser.error("rounds, duration, warmup and connections must be positive")
+    if args.workers < 0:
+        parser.error("workers must be 0 or more")
     return args
+
+
+def print_report(path: Path) -> int:
+    """Prints the table of an earlier run from its results file."""
+    data = json.loads(path.read_text())
+    settings = data["settings"]
+    args = argparse.Namespace(
+        **{"server": "h11", "workers": 0, **settings}  # runs before both options: h11, one worker
+    )
+    cases = build_cases(args.workers)
+    known = {name for name in Measurement.__dataclass_fields__}
+    measurements = [
+        Measurement(**{key: value for key, value in m.items() if key in known})
+        for m in data["measurements"]
+    ]
+    summary = summarize(cases, measurements)
+    print(f"{path}: started {data['started']}, aiobs {(data['aiobs']['commit'] or '?')[:10]}")
+    print_table(summary, verdicts(summary), args, len(data["pinning"].get("every", ())) or 1)
+    receiver = data["otlp_receiver"]
+    print(
+        f"\nOTLP receiver: {receiver['export_requests']} export requests, "
+        f"{receiver['bytes'] / 1e6:.1f} MB"
+    )
+    return 0
 
 
 def main() -> int:
     args = parse_args()
+    if args.report is not None:
+        return print_report(args.report)
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
+    cases = build_cases(args.workers)
+    modules = [
+        "prometheus_fastapi_instrumentator",
+        "opentelemetry.instrumentation.fastapi",
+        "logfire",
+        "starlette_exporter",
+        *(("uvloop", "httptools") if args.server == "uvloop" else ()),
+    ]
+    message = missing_requirements(modules)
+    if message:
+        if args.server == "uvloop":
+            message += " (or --server h11 for asyncio + h11 without uvloop and httptools)"
+        sys.exit(message)
     # SIGTERM unwinds like Ctrl-C, so that every child process is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     pinning = Pinning.choose()
@@ -591,12 +885,14 @@ def main() -> int:
         os.sched_setaffinity(0, pinning.load)  # wrk and the receiver inherit it
     started = datetime.datetime.now(datetime.timezone.utc)
     host, revision = machine(), aiobs_revision()  # before the run: both may change during it
-    estimate = len(CASES) * args.rounds * (args.duration + args.warmup + 2)
+    estimate = len(cases) * args.rounds * (args.duration + args.warmup + STARTUP_S)
     dirty = " + local changes" if revision["aiobs_dirty"] else ""
     print(
-        f"{len(CASES)} cases x {args.rounds} round(s), about {estimate / 60:.1f} min; "
-        f"wrk on cpu {pinning.load or 'any'}, server on cpu {pinning.server or 'any'}; "
-        f"aiobs {(revision['commit'] or '?')[:10]}{dirty}; "
+        f"{len(cases)} cases x {args.rounds} round(s), about {estimate / 60:.1f} min; "
+        f"uvicorn with {SERVERS[args.server]['loop']} + {SERVERS[args.server]['http']}; "
+        f"wrk on cpu {pinning.load or 'any'}, server on cpu {pinning.server or 'any'}"
+        + (f" ({args.workers} workers: any cpu)" if args.workers > 1 else "")
+        + f"; aiobs {(revision['commit'] or '?')[:10]}{dirty}; "
         f"load average {host['load_average_at_start'][0]:.2f}",
         flush=True,
     )
@@ -604,24 +900,30 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="aiobs-bench-") as scratch:
         script = Path(scratch) / "post.lua"
         script.write_text(WRK_SCRIPT)
-        with otlp_receiver() as (endpoint, counters):
+        with otlp_receiver() as (endpoint, counters, receiver_pid):
             for round_ in range(args.rounds):
-                offset = round_ * len(CASES) // args.rounds
-                for case in CASES[offset:] + CASES[:offset]:
-                    with serving(case, endpoint, pinning, Path(scratch)) as server:
+                offset = round_ * len(cases) // args.rounds
+                for case in cases[offset:] + cases[:offset]:
+                    pinning.apply(case, receiver_pid)
+                    with serving(case, endpoint, pinning, args.server, Path(scratch)) as server:
                         m = measure(case, round_, server, args, script)
                     measurements.append(m)
+                    share = (
+                        f"cores used {m.server_core_share:.2f}"
+                        if case.workers > 1
+                        else f"core share {m.server_core_share:.2f}"
+                    )
                     print(
                         f"round {round_ + 1}/{args.rounds}  {case.name:<30} "
                         f"{m.requests_per_s:8.0f} req/s  p99 {m.p99_ms:7.2f} ms  "
-                        f"{m.server_cpu_us_per_request:6.1f} cpu_us/req  "
-                        f"core share {m.server_core_share:.2f}"
+                        f"{m.server_cpu_us_per_request:6.1f} cpu_us/req  {share}"
                         + (f"  errors {m.errors}" if m.errors else ""),
                         flush=True,
                     )
             exports, exported_bytes = counters[0], counters[1]
-    summary = summarize(measurements)
-    print_table(summary, args)
+    summary = summarize(cases, measurements)
+    targets = verdicts(summary)
+    print_table(summary, targets, args, len(pinning.every))
     print(f"\nOTLP receiver: {exports} export requests, {exported_bytes / 1e6:.1f} MB")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"overhead-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
@@ -629,13 +931,15 @@ def main() -> int:
         "started": started.isoformat(),
         "command": [Path(sys.executable).name, *sys.argv],
         "settings": {
-            key: getattr(args, key) for key in ("rounds", "duration", "warmup", "connections")
+            key: getattr(args, key)
+            for key in ("rounds", "duration", "warmup", "connections", "server", "workers")
         },
         "pinning": asdict(pinning),
         "machine": host,
         "aiobs": revision,
         "otlp_receiver": {"export_requests": exports, "bytes": exported_bytes},
         "summary": summary,
+        "targets": targets,
         "measurements": [asdict(m) for m in measurements],
     }
     path.write_text(json.dumps(report, indent=2) + "\n")
