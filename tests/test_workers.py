@@ -21,6 +21,8 @@ pytestmark = pytest.mark.slow
 
 
 def _found_under(config: object) -> Workers | None:
+    """What aiobs finds when a frame below it holds ``config`` as uvicorn's
+    ``subprocess_started(config=...)`` does while a worker imports the app."""
     return server_workers()
 
 
