@@ -25,11 +25,8 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,9 +42,9 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from demo_service import model as demo_model  # noqa: E402 - after the path set-up above
+from bench_support import running_demo  # noqa: E402
 
-HOST = "127.0.0.1"
+from demo_service import model as demo_model  # noqa: E402 - after the path set-up above
 
 
 def raw_throughput(model: demo_model.LoadedModel, batch: int, seconds: float) -> float:
@@ -69,61 +66,16 @@ def request_body() -> bytes:
     return json.dumps({"data": [{"image": encoded}]}).encode()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def service(model_dir: Path, max_batch_size: int, log_dir: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AIOBS_", "OTEL_", "PROMETHEUS_MULTIPROC"))
+    settings = {
+        "MODEL_PATH": str(model_dir),
+        "MAX_BATCH_SIZE": str(max_batch_size),
+        "INFERENCE_DEVICE": "cpu",
     }
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]),
-        MODEL_PATH=str(model_dir),
-        MAX_BATCH_SIZE=str(max_batch_size),
-        INFERENCE_DEVICE="cpu",
-        HOST=HOST,
-        PORT=str(port),
-    )
     log_path = log_dir / f"service-batch{max_batch_size}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "demo_service"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    url = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        with httpx.Client(base_url=url, timeout=2.0) as client:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the service exited:\n{log_path.read_text()[-3000:]}")
-                try:
-                    if client.get("/health/ready").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the service was not ready within 60 s")
-                time.sleep(0.1)
+    with running_demo(settings, log_path, ready_timeout=60) as (url, _process):
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def wrk_throughput(url: str, body: bytes, concurrency: int, seconds: float, work: Path) -> float:

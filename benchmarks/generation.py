@@ -42,15 +42,11 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import importlib.metadata
 import io
 import json
 import os
-import platform
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -67,12 +63,13 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench_support import HOST, git_revision, machine, running_demo  # noqa: E402
+
 import aiobs  # noqa: E402 - after the path set-up above
 from demo_service import textgen  # noqa: E402
 from demo_service.config import default_model_path  # noqa: E402
 from demo_service.textgen_model import ALPHABET, DEFAULT_THREADS, MODEL_NAME, load  # noqa: E402
 
-HOST = "127.0.0.1"
 RESULTS = HERE / "results"
 MAX_BATCH = 8
 """``GENERATION_MAX_BATCH`` of the service, and the raw loop's largest batch."""
@@ -102,12 +99,6 @@ ROUTE = "/v1/completions"
 # --- the service --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Service:
     url: str
@@ -117,51 +108,14 @@ class Service:
 
 @contextlib.contextmanager
 def service(model_dir: Path, device: str, log_path: Path) -> Iterator[Service]:
-    port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AIOBS_", "OTEL_", "PROMETHEUS_MULTIPROC"))
+    settings = {
+        "MODEL_PATH": str(model_dir),
+        "MODEL_VERSIONS": "v1",  # one classifier version: a shorter start; tiny-lm is v1 anyway
+        "GENERATION_MAX_BATCH": str(MAX_BATCH),
+        "INFERENCE_DEVICE": device,
     }
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])]),
-        MODEL_PATH=str(model_dir),
-        MODEL_VERSIONS="v1",  # one classifier version: a shorter start; tiny-lm is v1 anyway
-        GENERATION_MAX_BATCH=str(MAX_BATCH),
-        INFERENCE_DEVICE=device,
-        HOST=HOST,
-        PORT=str(port),
-    )
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "demo_service"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    url = f"http://{HOST}:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        with httpx.Client(base_url=url, timeout=2.0) as client:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the service exited:\n{log_path.read_text()[-3000:]}")
-                with contextlib.suppress(httpx.TransportError):
-                    if client.get("/health/ready").status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the service was not ready within {READY_TIMEOUT_S} s")
-                time.sleep(0.2)
+    with running_demo(settings, log_path, READY_TIMEOUT_S) as (url, process):
         yield Service(url, process.pid, log_path)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -699,38 +653,8 @@ def report(summary: dict[str, Any], costs: dict[str, float], max_tokens: int) ->
 
 
 def aiobs_revision() -> dict[str, Any]:
-    def git(*arguments: str) -> str | None:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            done = subprocess.run(
-                ["git", *arguments], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-            )
-            if done.returncode == 0:
-                return done.stdout.strip()
-        return None
-
-    status = git("status", "--porcelain", "--", "aiobs", "demo_service")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status else False}
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    versions: dict[str, str | None] = dict.fromkeys(PACKAGES)
-    for package in PACKAGES:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[package] = importlib.metadata.version(package)
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "platform": platform.platform(),
-        "load_average_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "packages": versions,
-    }
+    commit, dirty = git_revision("aiobs", "demo_service")
+    return {"commit": commit, "dirty": bool(dirty)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -796,7 +720,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the service stops
     started = datetime.datetime.now(datetime.timezone.utc)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    host, revision = machine(), aiobs_revision()
+    host, revision = machine(PACKAGES), aiobs_revision()
     RESULTS.mkdir(exist_ok=True)
     log_path = RESULTS / f"generation-{stamp}.service.log"
     model = load(args.model_path, "v1", args.device, (1, MAX_BATCH), threads=DEFAULT_THREADS)

@@ -22,14 +22,11 @@ import argparse
 import contextlib
 import datetime
 import http.client
-import importlib.metadata
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from bench_support import free_port, git_revision, machine
 from overhead_app import SERVERS, VARIANTS, missing_requirements
 
 HERE = Path(__file__).resolve().parent
@@ -236,12 +234,6 @@ def otlp_receiver() -> Iterator[tuple[str, Any, int]]:
 
 
 # --- the server under test ------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_request(port: int, method: str, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -752,43 +744,9 @@ def print_table(
 
 
 def aiobs_revision() -> dict[str, Any]:
-    """The commit measured and whether aiobs/ had uncommitted changes (read-only git)."""
-
-    def git(*arguments: str) -> str | None:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            done = subprocess.run(
-                ["git", *arguments], cwd=HERE.parent, capture_output=True, text=True, timeout=10
-            )
-            if done.returncode == 0:
-                return done.stdout.strip()
-        return None
-
-    status = git("status", "--porcelain", "--", "aiobs")
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "aiobs_dirty": bool(status) if status is not None else None,
-    }
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    versions: dict[str, str | None] = dict.fromkeys(PACKAGES)
-    for package in PACKAGES:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[package] = importlib.metadata.version(package)
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "platform": platform.platform(),
-        "load_average_at_start": os.getloadavg(),
-        "python": platform.python_version(),
-        "packages": versions,
-    }
+    """The commit measured and whether aiobs/ had uncommitted changes."""
+    commit, dirty = git_revision("aiobs")
+    return {"commit": commit, "aiobs_dirty": dirty}
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -884,7 +842,8 @@ def main() -> int:
     if pinning.load:
         os.sched_setaffinity(0, pinning.load)  # wrk and the receiver inherit it
     started = datetime.datetime.now(datetime.timezone.utc)
-    host, revision = machine(), aiobs_revision()  # before the run: both may change during it
+    # Before the run: both may change during it.
+    host, revision = machine(PACKAGES), aiobs_revision()
     estimate = len(cases) * args.rounds * (args.duration + args.warmup + STARTUP_S)
     dirty = " + local changes" if revision["aiobs_dirty"] else ""
     print(
