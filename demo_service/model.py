@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -350,6 +350,21 @@ def open_session(path: Path, device: str, threads: int | None = None) -> Any:
     return session
 
 
+def open_built(
+    path: Path, build_id: str, build: Callable[[], Path], device: str, threads: int | None = None
+) -> Any:
+    """A session on the model file at ``path``, built first by ``build`` when it is missing
+    or records another build than ``build_id`` (its ``build_id`` metadata)."""
+    if path.exists():
+        session = open_session(path, device, threads)
+        stored = session.get_modelmeta().custom_metadata_map.get("build_id")
+        if stored == build_id:
+            return session
+        _log.info("model file %s is from build %s; rebuilding", path, stored)
+    build()
+    return open_session(path, device, threads)
+
+
 def load(
     directory: Path, version: str, device: str, warmup_batches: tuple[int, ...]
 ) -> LoadedModel:
@@ -357,16 +372,7 @@ def load(
     another build), then run one batch of each size in ``warmup_batches``."""
     started = time.perf_counter()
     path = model_file(directory, version)
-    session = None
-    if path.exists():
-        session = open_session(path, device)
-        stored = session.get_modelmeta().custom_metadata_map.get("build_id")
-        if stored != BUILD_ID:
-            _log.info("model file %s is from build %s; rebuilding", path, stored)
-            session = None
-    if session is None:
-        write_model(directory, version)
-        session = open_session(path, device)
+    session = open_built(path, BUILD_ID, lambda: write_model(directory, version), device)
     model = LoadedModel(version, path, session, session.get_providers()[0], 0.0)
     for size in warmup_batches:
         model.predict(np.zeros((size, *INPUT_SHAPE), np.float32))

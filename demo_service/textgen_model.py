@@ -39,7 +39,6 @@ builds the model files.
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 import time
@@ -99,8 +98,6 @@ DEFAULT_THREADS = 1
 """ONNX Runtime intra-op threads on the CPU: one leaves the other core of a 2-core machine to
 the event loop (HTTP, tokenizing, streaming); a second thread saves little on matrices this
 small. Threads never spin between steps."""
-
-_log = logging.getLogger("demo_service.textgen_model")
 
 
 # --- the vocabulary ---------------------------------------------------------------------------
@@ -537,12 +534,6 @@ class LoadedTextModel:
         return logits
 
 
-def open_session(path: Path, device: str, threads: int = DEFAULT_THREADS) -> Any:
-    """The classifier's session set-up (CUDA first, CPU fallback, no spinning threads,
-    ONNX Runtime's CUDA noise silenced) with ``threads`` intra-op threads."""
-    return classifier_model.open_session(path, device, threads)
-
-
 def load(
     directory: Path,
     version: str = DEFAULT_VERSION,
@@ -555,16 +546,9 @@ def load(
     another build), then run one batch of each size in ``warmup_batches``."""
     started = time.perf_counter()
     path = model_file(directory, version)
-    session = None
-    if path.exists():
-        session = open_session(path, device, threads)
-        stored = session.get_modelmeta().custom_metadata_map.get("build_id")
-        if stored != BUILD_ID:
-            _log.info("model file %s is from build %s; rebuilding", path, stored)
-            session = None
-    if session is None:
-        write_model(directory, version)
-        session = open_session(path, device, threads)
+    session = classifier_model.open_built(
+        path, BUILD_ID, lambda: write_model(directory, version), device, threads
+    )
     model = LoadedTextModel(version, path, session, session.get_providers()[0], 0.0)
     for size in warmup_batches:
         model.logits(np.full((size, CONTEXT_WINDOW), PAD_ID - 1, np.int64))
