@@ -249,9 +249,8 @@ def _rejected(error: openai_api.RequestError) -> JSONResponse:
 def _error(
     status: int, message: str, *, kind: str = "invalid_request_error", code: str
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": None, "code": code}}, status
-    )
+    error = openai_api.RequestError(message, code=code, status=status, kind=kind)
+    return JSONResponse(error.body, status)
 
 
 def add_routes(app: FastAPI, service: GenerativeService) -> None:

@@ -25,44 +25,12 @@ _IGNORED = frozenset(
     {"user", "top_p", "presence_penalty", "frequency_penalty", "logit_bias", "metadata", "store"}
 )
 """OpenAI parameters accepted and not applied (their defaults are what the demo does)."""
-_COMPLETION_KEYS = (
-    frozenset(
-        {
-            "model",
-            "prompt",
-            "max_tokens",
-            "temperature",
-            "stream",
-            "stream_options",
-            "stop",
-            "seed",
-            "n",
-            "echo",
-            "logprobs",
-            "best_of",
-            "suffix",
-        }
-    )
-    | _IGNORED
-)
-_CHAT_KEYS = (
-    frozenset(
-        {
-            "model",
-            "messages",
-            "max_tokens",
-            "max_completion_tokens",
-            "temperature",
-            "stream",
-            "stream_options",
-            "stop",
-            "seed",
-            "n",
-            "logprobs",
-        }
-    )
-    | _IGNORED
-)
+_SHARED_KEYS = frozenset(
+    {"model", "max_tokens", "temperature", "stream", "stream_options", "stop", "seed", "n",
+     "logprobs"}
+) | _IGNORED  # fmt: skip
+_COMPLETION_KEYS = _SHARED_KEYS | {"prompt", "echo", "best_of", "suffix"}
+_CHAT_KEYS = _SHARED_KEYS | {"messages", "max_completion_tokens"}
 CHAT_ROLES = ("system", "user", "assistant", "developer")
 
 
