@@ -165,7 +165,7 @@ class ObservabilityMiddleware:
             error = exc
             raise
         finally:
-            ended = time.perf_counter()
+            duration = (last_byte or time.perf_counter()) - started
             self._in_flight.dec()
             if disconnected or isinstance(error, asyncio.CancelledError):
                 status = CLIENT_CLOSED_REQUEST
@@ -176,7 +176,7 @@ class ObservabilityMiddleware:
             if route != catalog.UNMATCHED_ROUTE:
                 route = self._bound_route(catalog.HTTP_REQUESTS.name, catalog.ROUTE, route)
             context = server_span.get_span_context()
-            self._record(method, route, status, (last_byte or ended) - started, context)
+            self._record(method, route, status, duration, context)
             if first_byte:
                 self._record_first_byte(method, route, first_byte - started, context)
             if failure is not None:
@@ -189,7 +189,7 @@ class ObservabilityMiddleware:
             if span is not None:
                 self._end_span(span, route, status, failure)
             if self._access_log is not None:
-                self._access_log(method, route, status, (last_byte or ended) - started, context)
+                self._access_log(method, route, status, duration, context)
             if token is not None:
                 otel_context.detach(token)
 

@@ -364,7 +364,7 @@ class StdlibAccessLog:
     its fields as ``extra``: for services that keep logging to themselves
     (``configure_logging=False``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self) -> None:
         self._logger = logging.getLogger(ACCESS_LOGGER)
 
     def __call__(
@@ -388,7 +388,7 @@ class StdlibAccessLog:
 def access_log(settings: Settings, sink: LogSink) -> AccessLog | StdlibAccessLog:
     """The access line writer: straight to aiobs's sink when aiobs configures logging, else
     through the standard library to whatever the service configured."""
-    return AccessLog(settings, sink) if settings.configure_logging else StdlibAccessLog(settings)
+    return AccessLog(settings, sink) if settings.configure_logging else StdlibAccessLog()
 
 
 class SinkLogger:
