@@ -25,7 +25,7 @@ import aiobs
 from aiobs import Observability, Settings
 from tests.conftest import client_for
 from tests.support.otlp_receiver import HOST, OtlpReceiver, ReceivedSpan, free_port, wait_for
-from tests.support.servers import REPO_ROOT, child_env, stop_process
+from tests.support.servers import start_logged, stop_process
 
 pytestmark = pytest.mark.anyio
 
@@ -138,15 +138,7 @@ async def test_fastapi_instrumented_before_aiobs_keeps_one_server_span() -> None
 def _serve(
     command: list[str], env: dict[str, str], log: Path, port: int
 ) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=child_env(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    process = start_logged(command, env, log)
     deadline = time.monotonic() + 30
     with httpx.Client(timeout=1) as client:
         while True:

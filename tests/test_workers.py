@@ -3,7 +3,6 @@ every worker starts, also when they share a metrics port."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import uvicorn
 from aiobs import ConfigError
 from aiobs._workers import Workers, check_workers, server_workers
 from tests.support.otlp_receiver import HOST, free_port
-from tests.support.servers import REPO_ROOT, child_env, sample_value, stop_process
+from tests.support.servers import sample_value, start_logged, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -46,16 +45,11 @@ def test_several_workers_need_the_multiprocess_directory() -> None:
     check_workers(None, None)
 
 
-def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            command,
-            cwd=REPO_ROOT,
-            env=child_env(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+def _uvicorn_workers(port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "tests.support.sample_app:app", "--host", HOST,
+        "--port", str(port), "--workers", str(workers),
+    ]  # fmt: skip
 
 
 def _wait_for_text(log: Path, text: str, count: int = 1, timeout: float = 30) -> str:
@@ -73,19 +67,8 @@ def test_uvicorn_workers_without_a_directory_are_refused(tmp_path: Path) -> None
     say why; nothing serves wrong numbers."""
     log = tmp_path / "uvicorn.log"
     port = free_port()
-    process = _start(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.support.sample_app:app",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
+    process = start_logged(
+        _uvicorn_workers(port, 2),
         {},
         log,
     )
@@ -102,7 +85,7 @@ def test_gunicorn_workers_without_a_directory_stop_the_server(tmp_path: Path) ->
     """gunicorn -w 2 without PROMETHEUS_MULTIPROC_DIR and without aiobs's hooks: the first
     worker fails to boot with the message, and gunicorn stops."""
     log = tmp_path / "gunicorn.log"
-    process = _start(
+    process = start_logged(
         [
             sys.executable,
             "-m",
@@ -134,19 +117,8 @@ def test_uvicorn_workers_share_the_metrics_port(tmp_path: Path) -> None:
     directory = tmp_path / "metrics"
     directory.mkdir()
     port, metrics_port = free_port(), free_port()
-    process = _start(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.support.sample_app:app",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-        ],
+    process = start_logged(
+        _uvicorn_workers(port, 2),
         {
             "PROMETHEUS_MULTIPROC_DIR": str(directory),
             "AIOBS_METRICS_PORT": str(metrics_port),

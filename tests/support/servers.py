@@ -33,6 +33,22 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**base, **(extra or {})}
 
 
+def start_logged(
+    command: list[str], env: Mapping[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """``command`` in the repository with ``env`` added to a scrubbed environment, its stdout
+    and stderr to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=child_env(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
 def stop_process(process: subprocess.Popen[Any], timeout: float = 15.0) -> None:
     """SIGTERM a child process and reap it; killed if it outlives ``timeout``."""
     if process.poll() is None:
