@@ -25,6 +25,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from aiobs import _logging, catalog
 from aiobs._endpoints import Endpoints, Message, Receive, Scope, Send
+from aiobs._inference import RequestClock, current_request
 from aiobs._observability import Observability
 from aiobs._routes import route_template
 from aiobs._tracing import propagation_headers, record_error
@@ -131,6 +132,8 @@ class ObservabilityMiddleware:
         first_byte = 0.0  # when the first body chunk of a streamed response was sent
         last_byte = 0.0  # when the response ended
         disconnected = False
+        clock = RequestClock(started)
+        clock_token = current_request.set(clock)
 
         async def receive_observed() -> Message:
             nonlocal disconnected
@@ -148,10 +151,12 @@ class ObservabilityMiddleware:
                         first_byte = time.perf_counter()
                 elif not last_byte:
                     last_byte = time.perf_counter()
+                    clock.ended = True
             elif kind == "http.response.start":
                 status = message["status"]
             elif kind == "http.response.pathsend":
                 last_byte = time.perf_counter()
+                clock.ended = True
             try:
                 await send(message)
             except OSError:  # ASGI 2.4: the client is gone
@@ -192,6 +197,7 @@ class ObservabilityMiddleware:
                 self._access_log(method, route, status, duration, context)
             if token is not None:
                 otel_context.detach(token)
+            current_request.reset(clock_token)
 
     def _start_span(self, scope: Scope, method: str) -> trace.Span:
         assert self._tracer is not None

@@ -4,6 +4,10 @@ The per-call path is kept short: label children are resolved once per (model, ve
 no span is made when the caller's trace is not sampled and the sampler follows the parent.
 A call ends in one of three outcomes: success, error (an ``Exception``) or cancelled (any
 other ``BaseException``: the caller went away).
+
+The time to first token is counted from the arrival of the HTTP request the generation serves
+(the middleware sets :data:`current_request`), as the client waits for it, and from the start
+of the record when there is no request, or its response has already ended (a background task).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import functools
 import inspect
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
-from contextvars import Token
+from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -28,6 +32,21 @@ from aiobs._metrics import Instruments
 from aiobs._tracing import record_error
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RequestClock:
+    """When the HTTP request being served arrived (``time.perf_counter()``), and whether its
+    response has ended."""
+
+    __slots__ = ("arrival", "ended")
+
+    def __init__(self, arrival: float) -> None:
+        self.arrival = arrival
+        self.ended = False
+
+
+current_request: ContextVar[RequestClock | None] = ContextVar("aiobs_request", default=None)
+"""The clock of the request being served; set by the ASGI middleware for each request."""
 
 
 class _ModelSeries:
@@ -97,6 +116,7 @@ class InferenceRecord:
     __slots__ = (
         "_batch_size",
         "_first_token",
+        "_first_token_origin",
         "_input_tokens",
         "_last_token",
         "_links",
@@ -125,6 +145,7 @@ class InferenceRecord:
         self._span: trace.Span | None = None
         self._token: Token[Context] | None = None
         self._started = 0.0
+        self._first_token_origin = 0.0
         self._first_token = 0.0
         self._last_token = 0.0
         self._input_tokens = 0
@@ -170,6 +191,11 @@ class InferenceRecord:
             context = trace.set_span_in_context(span)
         series.in_flight.inc()
         self._started = time.perf_counter()
+        request = current_request.get()
+        if request is not None and not request.ended:
+            self._first_token_origin = request.arrival
+        else:
+            self._first_token_origin = self._started
         return context
 
     def _finish(self, exc: BaseException | None) -> None:
@@ -207,7 +233,7 @@ class InferenceRecord:
             span.set_attribute(catalog.ATTR_GEN_AI_OUTPUT_TOKENS, self._output_tokens)
             span.set_attribute(
                 catalog.ATTR_TIME_TO_FIRST_TOKEN,
-                round((self._first_token - self._started) * 1000, 3),
+                round((self._first_token - self._first_token_origin) * 1000, 3),
             )
         if self._batch_size is not None:
             span.set_attribute(catalog.ATTR_BATCH_SIZE, self._batch_size)
@@ -255,11 +281,12 @@ class InferenceRecord:
             histogram.observe(float(score))
 
     def token(self) -> None:
-        """One output token generated; the first call marks the time to first token."""
+        """One output token generated; the first call marks the time to first token (since
+        the request's arrival, see the module's description)."""
         now = time.perf_counter()
         if not self._output_tokens:
             self._first_token = now
-            self._series.time_to_first_token.observe(now - self._started)
+            self._series.time_to_first_token.observe(now - self._first_token_origin)
         self._last_token = now
         self._output_tokens += 1
         self._series.output_tokens.inc()

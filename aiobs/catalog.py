@@ -221,7 +221,8 @@ TOKENS = Metric(
 TIME_TO_FIRST_TOKEN = Metric(
     "ai_time_to_first_token_seconds",
     "histogram",
-    "Time from the start of a generation to its first output token.",
+    "Time from the arrival of the request a generation serves (outside a request: from the "
+    "generation's start) to its first output token.",
     (MODEL, MODEL_VERSION),
     TIME_TO_FIRST_TOKEN_BUCKETS,
 )

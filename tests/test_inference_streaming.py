@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 
 import pytest
-from fastapi import FastAPI
+from fastapi import BackgroundTasks, FastAPI
 from fastapi.responses import StreamingResponse
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
@@ -528,3 +528,90 @@ async def test_a_streaming_response_serves_a_decorated_generator(
     assert server.context is not None
     assert inference.parent.span_id == server.context.span_id
     assert _outcome(inference) == "success"
+
+
+# --- where the time to first token starts ---------------------------------------------------
+
+BEFORE = 0.05
+"""Time a handler spends before its generation starts (parsing, retrieval, a queue)."""
+
+
+def _time_to_first_token(harness: Harness) -> tuple[float, float]:
+    """The metric's one observation and the span's attribute, in seconds."""
+    assert harness.sample("ai_time_to_first_token_seconds_count", **LABELS) == 1
+    observed = harness.sample("ai_time_to_first_token_seconds_sum", **LABELS)
+    assert observed is not None
+    attributes = _the_span(harness).attributes
+    assert attributes is not None
+    attribute = attributes["aiobs.inference.time_to_first_token_ms"]
+    assert isinstance(attribute, float)
+    return observed, attribute / 1000
+
+
+@pytest.mark.anyio
+async def test_time_to_first_token_counts_from_the_requests_arrival(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """Inside a request the clock starts when the request arrived, as the client's does: the
+    handler's work before the generation counts."""
+    harness = make_harness()
+    app = FastAPI()
+
+    @app.get("/stream")
+    async def serve() -> StreamingResponse:
+        await asyncio.sleep(BEFORE)
+
+        async def generate() -> AsyncIterator[str]:
+            async with harness.obs.inference("llm", "1") as record:
+                record.token()
+                yield "a"
+
+        return StreamingResponse(generate())
+
+    aiobs.instrument(app, observability=harness.obs)
+    async with client_for(app) as client:
+        assert (await client.get("/stream")).text == "a"
+    observed, attribute = _time_to_first_token(harness)
+    assert observed >= BEFORE
+    assert attribute == pytest.approx(observed, abs=1e-3)
+
+
+def test_time_to_first_token_outside_a_request_counts_from_the_record(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness()
+    time.sleep(BEFORE)
+    with harness.obs.inference("llm", "1") as record:
+        record.token()
+    observed, attribute = _time_to_first_token(harness)
+    assert observed < BEFORE
+    assert attribute < BEFORE
+
+
+@pytest.mark.anyio
+async def test_a_background_task_after_the_response_counts_from_the_record(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """A generation in a background task runs after the response ended: the request's
+    arrival is not its origin."""
+    harness = make_harness()
+    app = FastAPI()
+    done = asyncio.Event()
+
+    async def later() -> None:
+        await asyncio.sleep(BEFORE)
+        async with harness.obs.inference("llm", "1") as record:
+            record.token()
+        done.set()
+
+    @app.get("/later")
+    async def serve(background: BackgroundTasks) -> dict[str, str]:
+        background.add_task(later)
+        return {"status": "queued"}
+
+    aiobs.instrument(app, observability=harness.obs)
+    async with client_for(app) as client:
+        assert (await client.get("/later")).status_code == 200
+    await asyncio.wait_for(done.wait(), 5)
+    observed, _attribute = _time_to_first_token(harness)
+    assert observed < BEFORE
