@@ -13,7 +13,7 @@ from aiobs._health import ReadinessCheck
 from aiobs._inference import InferenceRecord
 from aiobs._logging import get_logger
 from aiobs._observability import Observability
-from aiobs._settings import ConfigError, Settings
+from aiobs._settings import ConfigError, Settings, SettingsOptions
 from aiobs._setup import inference, instrument, setup, track_inference
 
 try:
@@ -28,6 +28,7 @@ __all__ = [
     "ObservabilityMiddleware",
     "ReadinessCheck",
     "Settings",
+    "SettingsOptions",
     "__version__",
     "get_logger",
     "inference",

@@ -78,9 +78,9 @@ class ObservabilityMiddleware:
         self.app = app
         self.obs = observability
         settings = observability.settings
-        instruments = observability.instruments
+        instruments = observability._instruments
         self._tracer = observability.tracer if settings.instrumentation == "aiobs" else None
-        self._propagator = observability.propagator
+        self._propagator = observability._propagator
         self._propagation_fields = frozenset(
             name.lower().encode("latin-1") for name in propagation_headers(settings)
         )
@@ -90,11 +90,11 @@ class ObservabilityMiddleware:
         self._duration = instruments.http_duration
         self._first_byte = instruments.http_first_byte
         self._in_flight = instruments.http_in_flight
-        self._bound_route = observability.label_guard.bound
+        self._bound_route = observability._label_guard.bound
         self._request_children: dict[tuple[str, str, str], Any] = {}
         self._duration_children: dict[tuple[str, str], Any] = {}
         self._first_byte_children: dict[tuple[str, str], Any] = {}
-        self._access_log = observability.access_log if settings.access_log else None
+        self._access_log = observability._access_log if settings.access_log else None
         self._endpoints = Endpoints(observability).by_path()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -43,7 +43,7 @@ class Endpoints:
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Never waits on a readiness check: ai_service_ready is what the last evaluation
         # found, and this scrape starts a fresh one in the background for the next.
-        self._obs.readiness.refresh()
+        self._obs._readiness.refresh()
         accept = _header(scope, b"accept")
         registry = self._obs.exposition_registry()
         openmetrics = wants_openmetrics(accept) and self._obs.settings.exemplars
@@ -74,7 +74,7 @@ class Endpoints:
         await send_json(send, 200 if ready else 503, body)
 
     async def _readiness(self) -> tuple[bool, dict[str, Any]]:
-        results = await self._obs.readiness.evaluate()
+        results = await self._obs._readiness.evaluate()
         ready = not self._obs.is_shut_down and all(result.ok for result in results)
         return ready, {result.name: result.as_json() for result in results}
 

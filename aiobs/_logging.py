@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 from opentelemetry import trace
-from structlog.typing import EventDict, Processor, WrappedLogger
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from aiobs import catalog
 from aiobs._log_sink import LogSink
@@ -497,8 +497,12 @@ def route_server_loggers() -> None:
     access.disabled = True
 
 
-def get_logger(name: str | None = None, **initial_values: Any) -> Any:
-    """A structlog logger that writes JSON lines through the aiobs pipeline."""
+def get_logger(name: str | None = None, **initial_values: Any) -> FilteringBoundLogger:
+    """A structlog logger that writes JSON lines through the aiobs pipeline (bound to
+    ``initial_values``); ``name`` is the ``logger`` key of its lines."""
+    logger: FilteringBoundLogger
     if name is not None:
-        return structlog.get_logger(name, **initial_values)
-    return structlog.get_logger(**initial_values)
+        logger = structlog.get_logger(name, **initial_values)
+    else:
+        logger = structlog.get_logger(**initial_values)
+    return logger

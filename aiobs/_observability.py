@@ -50,7 +50,7 @@ class Observability:
         nvml: Any = None,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
-        self.settings = settings
+        self._settings = settings
         check_multiprocess_dir(
             settings.multiprocess_dir, os.environ if environ is None else environ
         )
@@ -61,47 +61,47 @@ class Observability:
                 compact_dead_workers(settings.multiprocess_dir)
             except TimeoutError:
                 _log.warning("another process is compacting the metrics directory; skipped")
-        self.instruments = Instruments(
+        self._instruments = Instruments(
             registry if registry is not None else REGISTRY, settings.multiprocess_dir
         )
         # The tracer provider aiobs built and owns (exporter, flush, shutdown), or None when
         # it joins the service's own (``tracer_provider``): one export pipeline per process.
         self._own_provider: TracerProvider | None = None
-        self.tracer_provider: trace.TracerProvider | None = tracer_provider
-        self.tracer: trace.Tracer | None = None
+        self._tracer_provider: trace.TracerProvider | None = tracer_provider
+        self._tracer: trace.Tracer | None = None
         if settings.tracing and tracer_provider is None:
-            self._own_provider = build_tracer_provider(settings, self.instruments, span_exporter)
-            self.tracer_provider = self._own_provider
-        if settings.tracing and self.tracer_provider is not None:
-            self.tracer = self.tracer_provider.get_tracer("aiobs")
+            self._own_provider = build_tracer_provider(settings, self._instruments, span_exporter)
+            self._tracer_provider = self._own_provider
+        if settings.tracing and self._tracer_provider is not None:
+            self._tracer = self._tracer_provider.get_tracer("aiobs")
         # Joining a set-up means keeping its propagator too.
-        self.propagator = (
+        self._propagator = (
             propagate.get_global_textmap() if tracer_provider else build_propagator(settings)
         )
         # Read at scrape time by whichever process serves /metrics: once per scrape.
-        self.gpu_collector = open_gpu_collector(nvml) if settings.gpu_metrics else None
-        if self.gpu_collector is not None and not settings.multiprocess_dir:
-            self.instruments.registry.register(self.gpu_collector)
-        self.log_sink = LogSink(
-            settings.log_queue_size, self.instruments.log_lines_dropped.inc, log_stream
+        self._gpu_collector = open_gpu_collector(nvml) if settings.gpu_metrics else None
+        if self._gpu_collector is not None and not settings.multiprocess_dir:
+            self._instruments.registry.register(self._gpu_collector)
+        self._log_sink = LogSink(
+            settings.log_queue_size, self._instruments.log_lines_dropped.inc, log_stream
         )
-        self.access_log = _logging.access_log(settings, self.log_sink)
-        self.readiness = Readiness(settings.readiness_timeout, self._set_ready)
-        folded = self.instruments.get(catalog.LABEL_VALUES_FOLDED)
-        self.label_guard = LabelGuard(
+        self._access_log = _logging.access_log(settings, self._log_sink)
+        self._readiness = Readiness(settings.readiness_timeout, self._set_ready)
+        folded = self._instruments.get(catalog.LABEL_VALUES_FOLDED)
+        self._label_guard = LabelGuard(
             settings.max_label_values, lambda metric, label: folded.labels(metric, label).inc()
         )
         self._inference = InferenceTelemetry(
-            self.instruments,
-            self.tracer,
-            self.label_guard,
+            self._instruments,
+            self._tracer,
+            self._label_guard,
             follows_parent=settings.sampler.startswith("parentbased"),
         )
-        self.instruments.service_ready.set(1)
+        self._instruments.service_ready.set(1)
         self._undo_logging: Any = None
         self._shutdown_lock = threading.Lock()
         self._shut_down = False
-        self.metrics_server: Any = None
+        self._metrics_server: Any = None
         self._loaded_models: set[tuple[str, str, str, str]] = set()
 
     # --- process-wide set-up -----------------------------------------------------------
@@ -109,16 +109,16 @@ class Observability:
         """Route logging through aiobs (unless ``configure_logging`` is off), make aiobs's
         tracer provider and propagator the global ones when it owns them, flush at exit.
         The only method that touches process globals."""
-        if self.settings.configure_logging:
-            self._undo_logging = _logging.configure(self.settings, self.log_sink)
+        if self._settings.configure_logging:
+            self._undo_logging = _logging.configure(self._settings, self._log_sink)
         # The API allows one global provider per process; an existing one is kept.
         global_provider = trace.get_tracer_provider()
         if self._own_provider is not None and isinstance(
             global_provider, trace.ProxyTracerProvider
         ):
-            propagate.set_global_textmap(self.propagator)
+            propagate.set_global_textmap(self._propagator)
             trace.set_tracer_provider(self._own_provider)
-        if self.settings.metrics_port:
+        if self._settings.metrics_port:
             self.start_metrics_server()
         atexit.register(self._at_exit)
         return self
@@ -134,32 +134,32 @@ class Observability:
     def exposition_registry(self) -> CollectorRegistry:
         """What ``/metrics`` renders: this process's registry, or in multiprocess mode every
         worker's files merged, plus the GPU readings."""
-        registry = self.instruments.exposition_registry()
-        if self.gpu_collector is not None and self.settings.multiprocess_dir:
-            registry.register(self.gpu_collector)
+        registry = self._instruments.exposition_registry()
+        if self._gpu_collector is not None and self._settings.multiprocess_dir:
+            registry.register(self._gpu_collector)
         return registry
 
     def start_metrics_server(self) -> None:
         """Serve ``/metrics`` on its own port (``AIOBS_METRICS_PORT``) from a thread; in
         multiprocess mode every worker shares the port and serves the merged view."""
         try:
-            self.metrics_server = serve_metrics(
-                self.settings.metrics_port,
-                self.settings.metrics_addr,
+            self._metrics_server = serve_metrics(
+                self._settings.metrics_port,
+                self._settings.metrics_addr,
                 self.exposition_registry(),
-                shared=bool(self.settings.multiprocess_dir),
+                shared=bool(self._settings.multiprocess_dir),
             )
         except OSError as error:
             raise ConfigError(
-                f"AIOBS_METRICS_PORT={self.settings.metrics_port}: cannot listen on "
-                f"{self.settings.metrics_addr} ({error.strerror})"
+                f"AIOBS_METRICS_PORT={self._settings.metrics_port}: cannot listen on "
+                f"{self._settings.metrics_addr} ({error.strerror})"
             ) from None
 
     # --- public API ----------------------------------------------------------------------
     def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
         """Make ``/health/ready`` (and ``ai_service_ready``) depend on ``check``."""
-        self.readiness.add(name, check)
-        self.instruments.service_ready.set(0)
+        self._readiness.add(name, check)
+        self._instruments.service_ready.set(0)
 
     def inference(
         self,
@@ -204,24 +204,24 @@ class Observability:
         load_seconds: float | None = None,
     ) -> None:
         """Record that a model is loaded (``ai_model_info``, load time, cache size)."""
-        guard = self.label_guard.bound
+        guard = self._label_guard.bound
         model = guard(catalog.MODEL_INFO.name, catalog.MODEL, model)
         model_version = guard(catalog.MODEL_INFO.name, catalog.MODEL_VERSION, model_version)
-        info = self.instruments.get(catalog.MODEL_INFO)
+        info = self._instruments.get(catalog.MODEL_INFO)
         info.labels(model, model_version, runtime, device).set(1)
         if load_seconds is not None:
-            load = self.instruments.get(catalog.MODEL_LOAD_DURATION)
+            load = self._instruments.get(catalog.MODEL_LOAD_DURATION)
             load.labels(model, model_version).set(load_seconds)
         self._loaded_models.add((model, model_version, runtime, device))
-        self.instruments.get(catalog.MODEL_CACHE_SIZE).set(len(self._loaded_models))
+        self._instruments.get(catalog.MODEL_CACHE_SIZE).set(len(self._loaded_models))
 
     def model_unloaded(self, model: str, model_version: str) -> None:
         """Record that a model left memory."""
-        info = self.instruments.get(catalog.MODEL_INFO)
+        info = self._instruments.get(catalog.MODEL_INFO)
         for key in [k for k in self._loaded_models if k[:2] == (model, model_version)]:
             self._loaded_models.discard(key)
             info.remove(*key)
-        self.instruments.get(catalog.MODEL_CACHE_SIZE).set(len(self._loaded_models))
+        self._instruments.get(catalog.MODEL_CACHE_SIZE).set(len(self._loaded_models))
 
     def force_flush(self, timeout: float = 5.0) -> bool:
         """Export queued spans and write queued log lines (blocking: not on the event loop)."""
@@ -229,7 +229,7 @@ class Observability:
         spans = True
         if self._own_provider is not None:
             spans = self._own_provider.force_flush(int(timeout * 1000))
-        return self.log_sink.flush(max(0.0, deadline - time.monotonic())) and spans
+        return self._log_sink.flush(max(0.0, deadline - time.monotonic())) and spans
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush and stop within ``timeout`` seconds (default ``AIOBS_SHUTDOWN_TIMEOUT``).
@@ -242,7 +242,7 @@ class Observability:
             if self._shut_down:
                 return True
             self._shut_down = True
-        budget = self.settings.shutdown_timeout if timeout is None else timeout
+        budget = self._settings.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         finished = True
         if self._own_provider is not None:  # a joined provider is its owner's to shut down
@@ -255,16 +255,37 @@ class Observability:
             finished = not worker.is_alive()
             if not finished:
                 _log.warning("trace export did not finish within the shutdown budget")
-        if self.metrics_server is not None:
-            server, _thread = self.metrics_server
+        if self._metrics_server is not None:
+            server, _thread = self._metrics_server
             server.shutdown()
             server.server_close()
         # The sink stays open, writing through: the server logs its last lines afterwards.
-        return self.log_sink.finish(max(0.0, deadline - time.monotonic())) and finished
+        return self._log_sink.finish(max(0.0, deadline - time.monotonic())) and finished
 
     def _at_exit(self) -> None:
         self.shutdown()
-        self.log_sink.flush(1.0)
+        self._log_sink.flush(1.0)
+
+    @property
+    def settings(self) -> Settings:
+        """The resolved settings (frozen)."""
+        return self._settings
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The Prometheus registry aiobs's metrics are on (a service may add its own)."""
+        return self._instruments.registry
+
+    @property
+    def tracer_provider(self) -> trace.TracerProvider | None:
+        """The tracer provider aiobs's spans go through (its own, or the one it joined);
+        None with tracing off."""
+        return self._tracer_provider
+
+    @property
+    def tracer(self) -> trace.Tracer | None:
+        """aiobs's tracer (for spans of the service's own); None with tracing off."""
+        return self._tracer
 
     @property
     def installed(self) -> bool:
@@ -274,11 +295,12 @@ class Observability:
     @property
     def joined_tracing(self) -> bool:
         """Whether spans go through a tracer provider the service set up before aiobs."""
-        return self.tracer_provider is not None and self._own_provider is None
+        return self._tracer_provider is not None and self._own_provider is None
 
     @property
     def is_shut_down(self) -> bool:
+        """Whether :meth:`shutdown` was called."""
         return self._shut_down
 
     def _set_ready(self, ready: bool) -> None:
-        self.instruments.service_ready.set(1 if ready else 0)
+        self._instruments.service_ready.set(1 if ready else 0)

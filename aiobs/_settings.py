@@ -11,30 +11,35 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, TypedDict, get_args
 from urllib.parse import unquote, urlsplit
 
 import yaml
 
 CONFIG_FILE_VARIABLE = "AIOBS_CONFIG"
 
-SAMPLERS = (
+SamplerName = Literal[
     "always_on",
     "always_off",
     "traceidratio",
     "parentbased_always_on",
     "parentbased_always_off",
     "parentbased_traceidratio",
-)
-PROTOCOLS = ("http/protobuf", "grpc")
+]
+OtlpProtocol = Literal["http/protobuf", "grpc"]
+Instrumentation = Literal["aiobs", "opentelemetry"]
+LogFormat = Literal["json", "console"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
+PROTOCOLS: tuple[str, ...] = get_args(OtlpProtocol)
 PROPAGATORS = ("tracecontext", "baggage", "b3", "b3multi", "none")
-INSTRUMENTATIONS = ("aiobs", "opentelemetry")
-LOG_FORMATS = ("json", "console")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+INSTRUMENTATIONS: tuple[str, ...] = get_args(Instrumentation)
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 
 class ConfigError(ValueError):
@@ -43,7 +48,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved configuration of one process. Build it with :meth:`Settings.load`."""
+    """Resolved configuration of one process.
+
+    :meth:`Settings.load` resolves keyword arguments, the environment and the YAML file;
+    ``Settings(service_name="...")`` builds one from its arguments and the defaults alone.
+    Either way every value is checked (and normalised) as its variable would be: a bad one
+    raises :class:`ConfigError` naming it.
+    """
 
     service_name: str = "unknown_service"
     service_version: str = "0.0.0"
@@ -82,6 +93,13 @@ class Settings:
 
     readiness_timeout: float = 2.0
     shutdown_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            if value is not None:
+                parsed = _BY_NAME[spec.name].parse(value, f"setting '{spec.name}'")
+                object.__setattr__(self, spec.name, parsed)
 
     @classmethod
     def load(
@@ -137,6 +155,49 @@ class Settings:
 
     def _as_dict(self) -> dict[str, Any]:
         return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)}
+
+
+class SettingsOptions(TypedDict, total=False):
+    """The keyword arguments :func:`aiobs.instrument` and :func:`aiobs.setup` take: every
+    :class:`Settings` field, and ``config_file`` (a YAML file, instead of ``AIOBS_CONFIG``)
+    and ``otlp_base_endpoint`` (as ``OTEL_EXPORTER_OTLP_ENDPOINT``: the signal path is
+    appended)."""
+
+    config_file: str
+    service_name: str
+    service_version: str
+    environment: str
+    resource_attributes: Mapping[str, str]
+    tracing: bool
+    otlp_endpoint: str | None
+    otlp_base_endpoint: str | None
+    otlp_protocol: OtlpProtocol
+    otlp_headers: Mapping[str, str]
+    otlp_timeout: float
+    sampler: SamplerName
+    sampler_arg: float
+    span_queue_size: int
+    span_batch_size: int
+    span_schedule_delay_ms: float
+    span_export_timeout_ms: float
+    propagators: Sequence[str]
+    public_edge: bool
+    instrumentation: Instrumentation
+    json_errors: bool
+    metrics_port: int
+    metrics_addr: str
+    exemplars: bool
+    multiprocess_dir: str | None
+    max_label_values: int
+    gpu_metrics: bool
+    configure_logging: bool
+    log_level: LogLevel
+    log_format: LogFormat
+    access_log: bool
+    log_max_field_length: int
+    log_queue_size: int
+    readiness_timeout: float
+    shutdown_timeout: float
 
 
 # --- parsers ---------------------------------------------------------------------------------

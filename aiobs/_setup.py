@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from aiobs._inference import InferenceRecord, track
 from aiobs._observability import Observability
-from aiobs._settings import Settings
+from aiobs._settings import Settings, SettingsOptions
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from typing_extensions import Unpack
 
 _lock = threading.Lock()
 _current: Observability | None = None
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def setup(*, environ: Mapping[str, str] | None = None, **settings: Any) -> Observability:
+def setup(
+    *,
+    settings: Settings | None = None,
+    environ: Mapping[str, str] | None = None,
+    **options: Unpack[SettingsOptions],
+) -> Observability:
     """Set up metrics, traces and logs for this process, once; later calls return the same
-    object. ``settings`` are :class:`~aiobs.Settings` fields (``service_name=...``) and win
-    over the environment and the YAML file.
+    object. ``options`` are :class:`~aiobs.Settings` fields (``service_name=...``, see
+    :class:`~aiobs.SettingsOptions`) and win over ``environ`` (default ``os.environ``) and the
+    YAML file; ``settings``, a :class:`~aiobs.Settings` built by the caller, is used as it is
+    (with ``options`` applied over it) and the environment is not read.
 
     A tracer provider already set globally (``opentelemetry-instrument``, the OpenTelemetry
     Operator's auto-instrumentation, Logfire, or the service's own SDK set-up) is joined:
@@ -31,7 +42,10 @@ def setup(*, environ: Mapping[str, str] | None = None, **settings: Any) -> Obser
     global _current
     with _lock:
         if _current is None:
-            resolved = Settings.load(settings, environ)
+            if settings is None:
+                resolved = Settings.load(options, environ)
+            else:
+                resolved = settings.replace(**options) if options else settings
             provider = trace.get_tracer_provider()
             existing = None if isinstance(provider, trace.ProxyTracerProvider) else provider
             _current = Observability(
@@ -65,27 +79,32 @@ def track_inference(
 
 
 def instrument(
-    app: Any,
+    app: Starlette,
     *,
     observability: Observability | None = None,
+    settings: Settings | None = None,
     environ: Mapping[str, str] | None = None,
-    **settings: Any,
+    **options: Unpack[SettingsOptions],
 ) -> Observability:
     """Give a FastAPI (or Starlette) app metrics, traces, JSON logs and health endpoints.
 
     Call it before the app serves its first request. Idempotent: instrumenting the same app
-    again returns its Observability unchanged. Pass ``observability`` to use one built
-    elsewhere (tests inject registries this way).
+    again returns its Observability unchanged. The process's Observability comes from
+    :func:`setup` (``settings``, ``environ`` and ``options`` as there), or pass
+    ``observability`` to use one built elsewhere (tests inject registries this way).
     """
     existing = getattr(app.state, "aiobs", None)
     if isinstance(existing, Observability):
         return existing
-    obs = observability if observability is not None else setup(environ=environ, **settings)
+    if observability is not None:
+        obs = observability
+    else:
+        obs = setup(settings=settings, environ=environ, **options)
     if obs.settings.instrumentation == "opentelemetry" and obs.tracer_provider is not None:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(
-            app,
+            app,  # type: ignore[arg-type]  # typed for FastAPI; its middleware fits Starlette
             tracer_provider=obs.tracer_provider,
             excluded_urls="/metrics$,/health$,/health/live$,/health/ready$",
             exclude_spans=["send", "receive"],

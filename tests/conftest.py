@@ -37,7 +37,7 @@ class Harness:
         return list(self.exporter.get_finished_spans())
 
     def log_lines(self) -> list[dict[str, Any]]:
-        self.obs.log_sink.flush(5)
+        self.obs._log_sink.flush(5)
         return [json.loads(line) for line in self.stream.getvalue().splitlines()]
 
     def sample(self, name: str, **labels: str) -> float | None:

@@ -11,6 +11,7 @@ def test_all_is_pinned() -> None:
         "ObservabilityMiddleware",
         "ReadinessCheck",
         "Settings",
+        "SettingsOptions",
         "__version__",
         "get_logger",
         "inference",

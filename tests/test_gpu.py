@@ -138,6 +138,6 @@ def test_observability_serves_gpu_readings_on_metrics() -> None:
         environ={},
         nvml=FakeNVML(),
     )
-    assert off.gpu_collector is None
+    assert off._gpu_collector is None
     obs.shutdown(1)
     off.shutdown(1)

@@ -107,7 +107,7 @@ async def test_an_outer_instrumentation_span_is_the_one_server_span() -> None:
     assert server.context is not None
     assert inference_parent(spans) == server.context.span_id
     assert (
-        obs.instruments.registry.get_sample_value(
+        obs.registry.get_sample_value(
             "http_requests_total", {"method": "GET", "route": "/v1/models/{name}", "status": "200"}
         )
         == 1

@@ -71,7 +71,7 @@ def test_secrets_are_redacted_by_key_and_by_value(make_harness: Callable[..., Ha
         input_tokens=12,
     )
     logging.getLogger("x").info("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW5hcnk4In0.c2ln seen")
-    output = harness.stream.getvalue() if harness.obs.log_sink.flush(5) else ""
+    output = harness.stream.getvalue() if harness.obs._log_sink.flush(5) else ""
     assert "canary" not in output
     first = json.loads(output.splitlines()[0])
     assert first["headers"]["Authorization"] == REDACTED
@@ -152,7 +152,7 @@ def test_hostile_field_contents_stay_on_one_line(make_harness: Callable[..., Har
     harness = make_harness(log_max_field_length=1000)
     hostile = "a\nb\rc\x1b[31mred\x1b[0m\u2028d\u2029e\x00"
     aiobs.get_logger("x").info(hostile, field=hostile, big="z" * 1_000_000)
-    raw = harness.stream.getvalue() if harness.obs.log_sink.flush(5) else ""
+    raw = harness.stream.getvalue() if harness.obs._log_sink.flush(5) else ""
     assert raw.count("\n") == 1
     assert "\u2028" not in raw
     assert "\x1b" not in raw
@@ -215,7 +215,7 @@ def test_dropped_lines_are_counted_on_metrics() -> None:
         environ={},
     )
     for _ in range(50):
-        obs.log_sink.write("x")
+        obs._log_sink.write("x")
     stream.release.set()
     value = registry.get_sample_value("aiobs_log_lines_dropped_total")
     assert value is not None

@@ -356,7 +356,7 @@ async def test_readiness_checks_drive_ready_and_the_gauge(
         assert harness.sample("ai_service_ready") == 0
         assert (await client.get("/health/live")).status_code == 200
         state["loaded"] = True
-        harness.obs.readiness.remove("slow")
+        harness.obs._readiness.remove("slow")
         ready = await client.get("/health/ready")
         assert ready.status_code == 200
         assert ready.json()["status"] == "pass"

@@ -74,3 +74,39 @@ async def test_metrics_on_their_own_port() -> None:
             Observability(settings, registry=CollectorRegistry(), environ={}).start_metrics_server()
     finally:
         obs.shutdown(1)
+
+
+BUILT = textwrap.dedent(
+    """
+    import json
+    import aiobs
+
+    built = aiobs.Settings(service_name="built-svc", log_level="WARNING", tracing=False)
+    obs = aiobs.setup(settings=built, access_log=False)
+    print(json.dumps({"service": obs.settings.service_name, "level": obs.settings.log_level,
+                      "tracing": obs.settings.tracing, "access_log": obs.settings.access_log}))
+    """
+)
+
+
+def test_setup_with_built_settings_reads_no_environment() -> None:
+    """``settings=`` is used as it is, keyword options over it; the environment is not read."""
+    environment = {"OTEL_SERVICE_NAME": "from-env", "AIOBS_LOG_LEVEL": "DEBUG", "PATH": "/usr/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", BUILT],
+        capture_output=True, text=True, timeout=60, check=True, env=environment,
+    )  # fmt: skip
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "service": "built-svc",
+        "level": "WARNING",
+        "tracing": False,
+        "access_log": False,
+    }
+
+
+def test_settings_built_directly_are_checked_like_the_environment() -> None:
+    with pytest.raises(ConfigError, match="setting 'sampler_arg'"):
+        Settings(sampler_arg=2.0)
+    with pytest.raises(ConfigError, match="setting 'log_level'"):
+        Settings(log_level="LOUD")
+    assert Settings(log_level="debug").log_level == "DEBUG"

@@ -203,7 +203,7 @@ async def test_request_bodies_never_reach_the_logs(
         response = await client.post("/v1/inference", content=payload)
         assert response.status_code == 422
         assert CANARY not in response.text
-    lines = harness.stream.getvalue() if harness.obs.log_sink.flush(5) else ""
+    lines = harness.stream.getvalue() if harness.obs._log_sink.flush(5) else ""
     assert "inference_rejected" in lines
     assert CANARY not in lines
 
