@@ -161,10 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from_file = load_file(arguments.config)
         deploy = resolve(DeployConfig, arguments, from_file)
-        # the objects' namespace is the service's: the rules and dashboards select it too
-        defaults = {"job": JOB, "namespace": deploy.namespace}
-        rules = resolve(RulesConfig, arguments, from_file, defaults)
-        dashboards = resolve(DashboardsConfig, arguments, from_file, defaults)
+        # ``namespace`` is shared: the objects' namespace is the one the queries select
+        rules = resolve(RulesConfig, arguments, from_file, {"job": JOB})
+        dashboards = resolve(DashboardsConfig, arguments, from_file, {"job": JOB})
         generated = files(deploy=deploy, rules=rules, dashboards=dashboards)
     except OptionError as error:
         print(f"aiobs deploy: {error}", file=sys.stderr)
