@@ -219,6 +219,8 @@ def load_file(path: Path | None) -> dict[str, Any]:
         document = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise OptionError(f"--config: cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise OptionError(f"--config: {path} is not UTF-8 text") from None
     except yaml.YAMLError as error:
         raise OptionError(f"--config: {path} is not YAML: {error}") from None
     if document is None:
