@@ -5,33 +5,79 @@ module, lazily; the core library never imports grafanalib."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-DEFAULT_JOB = "aiobs-demo"
-DEFAULT_DATASOURCE = "Prometheus"
+from aiobs._ops_config import (
+    DashboardsConfig,
+    OptionError,
+    add_options,
+    load_file,
+    resolve,
+)
+
+DEFAULT_JOB = DashboardsConfig.job
+DEFAULT_DATASOURCE = DashboardsConfig.datasource
 CHECKED_IN = Path("dashboards")
 """Where ``check`` looks by default: ``dashboards/`` of the current directory (a checkout)."""
+JOB_MATCHER = 'job=~"$job"'
+"""How every query of the dashboards selects the job (``aiobs._dashboards_promql``)."""
+JOBS_QUERY = "label_values(ai_service_ready, job)"
+"""The Job variable's query (``aiobs._dashboards_panels.variables``)."""
 
 
-def render(job: str = DEFAULT_JOB, datasource: str = DEFAULT_DATASOURCE) -> dict[str, str]:
-    """File name -> JSON text (sorted keys, two-space indent, final newline) per dashboard."""
+def _select(node: Any, matchers: list[str]) -> Any:
+    """``node`` with ``matchers`` beside the job matcher of every query and in the Job
+    variable's query."""
+    if isinstance(node, dict):
+        return {
+            key: (
+                value.replace(JOB_MATCHER, ", ".join([JOB_MATCHER, *matchers])).replace(
+                    JOBS_QUERY, f"label_values(ai_service_ready{{{', '.join(matchers)}}}, job)"
+                )
+                if key in ("expr", "query") and isinstance(value, str)
+                else _select(value, matchers)
+            )
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_select(item, matchers) for item in node]
+    return node
+
+
+def render(
+    job: str | None = None,
+    datasource: str | None = None,
+    *,
+    config: DashboardsConfig | None = None,
+) -> dict[str, str]:
+    """File name -> JSON text (sorted keys, two-space indent, final newline) per dashboard,
+    for ``config`` (the defaults when None) with ``job`` and ``datasource`` when given."""
+    config = config or DashboardsConfig()
+    if job is not None:
+        config = dataclasses.replace(config, job=job)
+    if datasource is not None:
+        config = dataclasses.replace(config, datasource=datasource)
+    job, datasource, tags = config.job, config.datasource, list(config.tags)
     from grafanalib import core
     from grafanalib._gen import DashboardEncoder
 
-    from aiobs._dashboards_defs import DASHBOARDS, TAGS
+    from aiobs._dashboards_defs import DASHBOARDS
     from aiobs._dashboards_panels import modernise, variables
 
     files = {}
-    for uid, (title, description, panels) in DASHBOARDS.items():
+    for fixed_uid, (fixed_title, description, panels) in DASHBOARDS.items():
+        uid = config.uid_prefix + fixed_uid.removeprefix("aiobs")
+        title = config.title_prefix + fixed_title.removeprefix("aiobs")
         dashboard = core.Dashboard(
             title=title,
             uid=uid,
             description=description,
-            tags=TAGS,
+            tags=tags,
             panels=panels(),
             templating=variables(job, datasource),
             timezone="browser",
@@ -42,7 +88,7 @@ def render(job: str = DEFAULT_JOB, datasource: str = DEFAULT_DATASOURCE) -> dict
                 core.DashboardLink(
                     title="aiobs dashboards",
                     type="dashboards",
-                    tags=TAGS,
+                    tags=tags,
                     asDropdown=True,
                     includeVars=True,
                     keepTime=True,
@@ -50,6 +96,8 @@ def render(job: str = DEFAULT_JOB, datasource: str = DEFAULT_DATASOURCE) -> dict
             ],
         )
         encoded: Any = json.loads(json.dumps(dashboard.to_json_data(), cls=DashboardEncoder))
+        if config.matchers():
+            encoded = _select(encoded, config.matchers())
         text = json.dumps(modernise(encoded), indent=2, sort_keys=True, ensure_ascii=False)
         files[f"{uid}.json"] = text + "\n"
     return files
@@ -72,23 +120,19 @@ def _parser() -> argparse.ArgumentParser:
         help="folder holding the JSON (default: ./dashboards)",
     )
     for command in (generate, check):
-        command.add_argument(
-            "--job",
-            default=DEFAULT_JOB,
-            help=f"default of the job variable (default {DEFAULT_JOB!r})",
-        )
-        command.add_argument(
-            "--datasource",
-            default=DEFAULT_DATASOURCE,
-            help=f"default Prometheus datasource name (default {DEFAULT_DATASOURCE!r})",
-        )
+        add_options(command, [DashboardsConfig])
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     try:
-        files = render(arguments.job, arguments.datasource)
+        config = resolve(DashboardsConfig, arguments, load_file(arguments.config))
+    except OptionError as error:
+        print(f"aiobs dashboards: {error}", file=sys.stderr)
+        return 2
+    try:
+        files = render(config=config)
     except ImportError as error:
         print(
             f"aiobs dashboards: {error}; install the extra: pip install 'aiobs[dashboards]'",

@@ -2,13 +2,17 @@
 rules generator and one Grafana dashboard ConfigMap per dashboard, built from the dashboards
 generator (the ``aiobs[dashboards]`` extra). ``aiobs deploy generate|check``.
 
-Both select ``job="aiobs-demo"``: the Prometheus Operator names a ServiceMonitor's job after
-the Service, and the Service in ``deploy/k8s/base/`` is ``aiobs-demo``.
+By default both select ``job="aiobs-demo"``: the Prometheus Operator names a ServiceMonitor's
+job after the Service, and the Service in ``deploy/k8s/base/`` is ``aiobs-demo``. For your own
+service, ``aiobs deploy generate --dir DIR --job my-llm --namespace prod`` (or ``--config
+FILE``) takes the options of ``aiobs rules`` and ``aiobs dashboards`` and those of
+:class:`~aiobs._ops_config.DeployConfig`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +20,14 @@ from typing import Any
 
 import yaml
 
+from aiobs._ops_config import (
+    DashboardsConfig,
+    DeployConfig,
+    OptionError,
+    add_options,
+    load_file,
+    resolve,
+)
 from aiobs._rules import _Dumper, rule_groups
 from aiobs._rules_config import RulesConfig
 
@@ -35,54 +47,102 @@ def _dump(documents: Sequence[dict[str, Any]]) -> str:
     return HEADER + body
 
 
-def prometheus_rule(job: str = JOB) -> str:
-    """Every rule group of ``alerts/`` (for ``job``) as one monitoring.coreos.com/v1
-    PrometheusRule, labelled ``release: prometheus`` for kube-prometheus-stack's selector."""
+def _metadata(deploy: DeployConfig, job: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if deploy.namespace:
+        metadata["namespace"] = deploy.namespace
+    metadata["labels"] = {
+        "app.kubernetes.io/name": deploy.name or job,
+        "app.kubernetes.io/part-of": LABELS["app.kubernetes.io/part-of"],
+        **labels,
+    }
+    return metadata
+
+
+def _configs(
+    job: str | None,
+    deploy: DeployConfig | None,
+    rules: RulesConfig | None,
+    dashboards: DashboardsConfig | None,
+) -> tuple[DeployConfig, RulesConfig, DashboardsConfig]:
+    """The configs, the demo's where None, with ``job`` in both when given."""
+    rules = rules or RulesConfig(job=JOB)
+    dashboards = dashboards or DashboardsConfig(job=JOB)
+    if job is not None:
+        rules = dataclasses.replace(rules, job=job)
+        dashboards = dataclasses.replace(dashboards, job=job)
+    return deploy or DeployConfig(), rules, dashboards
+
+
+def prometheus_rule(
+    job: str | None = None,
+    *,
+    deploy: DeployConfig | None = None,
+    rules: RulesConfig | None = None,
+) -> str:
+    """Every rule group of ``alerts/`` (for ``job``, or ``rules``) as one monitoring.coreos.com/v1
+    PrometheusRule, labelled ``release: prometheus`` (``rule_labels``) for kube-prometheus-stack's
+    selector."""
+    deploy, rules, _ = _configs(job, deploy, rules, None)
+    name = f"{deploy.name or rules.job}-rules"
     document = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {
-            "name": "aiobs-demo-rules",
-            "labels": {**LABELS, "release": "prometheus"},
-        },
-        "spec": {"groups": rule_groups(RulesConfig(job=job))},
+        "metadata": _metadata(deploy, rules.job, name, dict(deploy.rule_labels)),
+        "spec": {"groups": rule_groups(rules)},
     }
     return _dump([document])
 
 
-def dashboard_configmaps(job: str = JOB) -> str:
+def dashboard_configmaps(
+    job: str | None = None,
+    *,
+    deploy: DeployConfig | None = None,
+    dashboards: DashboardsConfig | None = None,
+) -> str:
     """One ConfigMap per dashboard, labelled ``grafana_dashboard: "1"`` for Grafana's sidecar."""
     from aiobs._dashboards import render
 
+    deploy, _, dashboards = _configs(job, deploy, None, dashboards)
     documents = []
-    for name, text in sorted(render(job=job).items()):
+    for name, text in sorted(render(config=dashboards).items()):
+        metadata = _metadata(
+            deploy,
+            dashboards.job,
+            f"grafana-dashboard-{name.removesuffix('.json')}",
+            {"grafana_dashboard": "1"},
+        )
+        metadata["annotations"] = {"grafana_folder": deploy.dashboard_folder}
         documents.append(
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": {
-                    "name": f"grafana-dashboard-{name.removesuffix('.json')}",
-                    "labels": {**LABELS, "grafana_dashboard": "1"},
-                    "annotations": {"grafana_folder": "aiobs"},
-                },
+                "metadata": metadata,
                 "data": {name: text},
             }
         )
     return _dump(documents)
 
 
-def files(job: str = JOB) -> dict[str, str]:
+def files(
+    job: str | None = None,
+    *,
+    deploy: DeployConfig | None = None,
+    rules: RulesConfig | None = None,
+    dashboards: DashboardsConfig | None = None,
+) -> dict[str, str]:
     """File name (inside ``deploy/k8s/base/``) to contents."""
     return {
-        "prometheusrule.yaml": prometheus_rule(job),
-        "grafana-dashboards.yaml": dashboard_configmaps(job),
+        "prometheusrule.yaml": prometheus_rule(job, deploy=deploy, rules=rules),
+        "grafana-dashboards.yaml": dashboard_configmaps(job, deploy=deploy, dashboards=dashboards),
     }
 
 
-def stale(directory: Path = BASE) -> list[str]:
-    """The generated files under ``directory`` that differ from what the generators give."""
+def stale(directory: Path = BASE, generated: dict[str, str] | None = None) -> list[str]:
+    """The generated files under ``directory`` that differ from ``generated`` (by default what
+    the generators give for the demo)."""
     result = []
-    for name, text in files().items():
+    for name, text in (files() if generated is None else generated).items():
         path = directory / name
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             result.append(str(path))
@@ -93,14 +153,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``generate`` writes the files; ``check`` exits 1 naming each stale one."""
     parser = argparse.ArgumentParser(prog="aiobs deploy", description=__doc__)
     parser.add_argument("command", choices=("generate", "check"))
-    parser.add_argument("--dir", type=Path, default=BASE)
+    parser.add_argument(
+        "--dir", type=Path, default=BASE, help=f"folder of the files (default: ./{BASE})"
+    )
+    add_options(parser, [DeployConfig, RulesConfig, DashboardsConfig], {"job": JOB})
     arguments = parser.parse_args(None if argv is None else list(argv))
+    try:
+        from_file = load_file(arguments.config)
+        deploy = resolve(DeployConfig, arguments, from_file)
+        # ``namespace`` is shared: the objects' namespace is the one the queries select
+        rules = resolve(RulesConfig, arguments, from_file, {"job": JOB})
+        dashboards = resolve(DashboardsConfig, arguments, from_file, {"job": JOB})
+        generated = files(deploy=deploy, rules=rules, dashboards=dashboards)
+    except OptionError as error:
+        print(f"aiobs deploy: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        print(
+            f"aiobs deploy: {error}; install the extra: pip install 'aiobs[dashboards]'",
+            file=sys.stderr,
+        )
+        return 2
     if arguments.command == "generate":
         arguments.dir.mkdir(parents=True, exist_ok=True)
-        for name, text in files().items():
+        for name, text in generated.items():
             (arguments.dir / name).write_text(text, encoding="utf-8")
         return 0
-    found = stale(arguments.dir)
+    found = stale(arguments.dir, generated)
     for path in found:
         print(
             f"aiobs deploy: {path} is stale; run `aiobs deploy generate`",

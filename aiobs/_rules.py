@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from aiobs._ops_config import OptionError, add_options, load_file, resolve
 from aiobs._rules_config import RulesConfig
 from aiobs._rules_groups import GROUPS, Group
 
@@ -77,39 +78,34 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiobs rules", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="write every rule group as one rule file")
-    export.add_argument("--job", default=RulesConfig.job, help="job label the rules select")
-    export.add_argument(
-        "--slo-target",
-        type=float,
-        default=RulesConfig.slo_target,
-        help="inference availability SLO (default %(default)s)",
-    )
     export.add_argument("--out", help="file to write (default: standard output)")
+    add_options(export, [RulesConfig])
     for name, summary in (
         ("generate", "write one file per group into DIR (default alerts/)"),
         ("check", "exit 1 when the files in DIR differ from the generated ones"),
     ):
         command = commands.add_parser(name, help=summary)
         command.add_argument("--dir", default="alerts", type=Path)
+        add_options(command, [RulesConfig])
     return parser
 
 
 def main(argv: Sequence[str]) -> int:
     """``aiobs rules ...``; the exit status."""
     arguments = _parser().parse_args(list(argv))
+    try:
+        config = resolve(RulesConfig, arguments, load_file(arguments.config))
+    except OptionError as error:
+        print(f"aiobs rules: {error}", file=sys.stderr)
+        return 2
     if arguments.command == "export":
-        try:
-            config = RulesConfig(job=arguments.job, slo_target=arguments.slo_target)
-        except ValueError as error:
-            print(f"aiobs rules: {error}", file=sys.stderr)
-            return 2
         text = render(rule_groups(config))
         if arguments.out:
             Path(arguments.out).write_text(text, encoding="utf-8")
         else:
             sys.stdout.write(text)
         return 0
-    files = rule_files()
+    files = rule_files(config)
     if arguments.command == "generate":
         _write(arguments.dir, files)
         return 0

@@ -5,11 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiobs import catalog
+from aiobs._ops_labels import Labels, check_labels, check_namespace, check_value
+from aiobs._ops_labels import matchers as ops_matchers
 
 
 @dataclass(frozen=True)
 class RulesConfig:
-    """Every tunable of the generated rules; ``aiobs rules export`` sets the common ones.
+    """Every tunable of the generated rules: the selector of the service's series, the SLO
+    targets and the alert thresholds. ``aiobs rules export|generate|check`` (and ``aiobs
+    deploy``) set each field from an option or a ``--config`` YAML key of the same name
+    (docs/operations.md); in Python, ``rule_files(RulesConfig(job="my-llm"))``. Public: the
+    same class is ``aiobs._ops_config.RulesConfig``.
 
     Durations are in seconds and are divided by ``time_scale`` when rendered, so a test can
     shrink every window and ``for`` of the real rules (``time_scale=60`` turns an hour into a
@@ -18,6 +24,11 @@ class RulesConfig:
 
     job: str = "aiobs"
     """Prometheus ``job`` label of the scraped services; every rule selects ``job="<job>"``."""
+    namespace: str = ""
+    """Kubernetes namespace of the service: when set, every rule also selects
+    ``namespace="<namespace>"`` (the label the Prometheus Operator adds); empty selects none."""
+    labels: Labels = ()
+    """Further ``(label, value)`` pairs every rule selects, e.g. ``(("cluster", "eu1"),)``."""
     slo_target: float = 0.995
     """Availability SLO: the share of inferences that must succeed (99.5 %)."""
     latency_threshold_seconds: float = 0.5
@@ -70,14 +81,16 @@ class RulesConfig:
                     f"{name} must be one of the {kind} buckets {buckets},"
                     f" not {getattr(self, name)}"
                 )
-        if not self.job or '"' in self.job or "\\" in self.job:
-            raise ValueError(f"job must be a plain non-empty label value, not {self.job!r}")
+        check_value("job", self.job)
+        check_namespace("namespace", self.namespace)
+        check_labels("labels", self.labels)
         if self.time_scale <= 0:
             raise ValueError("time_scale must be positive")
 
     def selector(self, *matchers: str) -> str:
-        """A PromQL label selector: the job plus ``matchers``."""
-        return "{" + ",".join([f'job="{self.job}"', *matchers]) + "}"
+        """A PromQL label selector: the job, namespace and labels plus ``matchers``."""
+        selected = [f'job="{self.job}"', *ops_matchers(self.namespace, self.labels)]
+        return "{" + ",".join([*selected, *matchers]) + "}"
 
     def duration(self, seconds: float) -> str:
         """``seconds`` divided by ``time_scale``, as a Prometheus duration (``5m``, ``3d``)."""
