@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from aiobs._rules import _Dumper, rule_groups
-from aiobs._rules_config import RulesConfig
+from aiobs.ops.dashboards.generator import render
+from aiobs.ops.rules.config import RulesConfig
+from aiobs.ops.rules.generator import _Dumper, rule_groups
 
 JOB = "aiobs-demo"
 """The ``job`` label Prometheus gives the demo's Service (``aiobs-demo``)."""
@@ -52,8 +53,6 @@ def prometheus_rule(job: str = JOB) -> str:
 
 def dashboard_configmaps(job: str = JOB) -> str:
     """One ConfigMap per dashboard, labelled ``grafana_dashboard: "1"`` for Grafana's sidecar."""
-    from aiobs._dashboards import render
-
     documents = []
     for name, text in sorted(render(job=job).items()):
         documents.append(

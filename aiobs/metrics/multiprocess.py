@@ -1,40 +1,6 @@
-"""Several worker processes, one view of the metrics: gunicorn hooks and dead-worker compaction.
-
-With ``PROMETHEUS_MULTIPROC_DIR`` set (before the process imports prometheus_client), every
-worker writes its values to its own files in that directory (``counter_<pid>.db``,
-``histogram_<pid>.db``, ``gauge_livesum_<pid>.db``...) and ``/metrics``, served by any worker,
-merges all of them. This module keeps that directory right over the life of the server.
-
-gunicorn (the arbiter runs the hooks)::
-
-    PROMETHEUS_MULTIPROC_DIR=/tmp/aiobs-metrics \\
-        gunicorn -c python:aiobs.multiprocess -k uvicorn.workers.UvicornWorker -w 4 app:app
-
-or, with a configuration file of your own::
-
-    # gunicorn.conf.py
-    from aiobs.multiprocess import child_exit, on_starting  # noqa: F401 - gunicorn reads them
-
-    workers = 4
-    worker_class = "uvicorn.workers.UvicornWorker"
-    max_requests = 1000
-
-- :func:`on_starting` creates the directory and deletes the files a previous run left, once,
-  before the first worker forks (not on ``SIGHUP`` reloads: the counters carry on).
-- :func:`child_exit` runs each time a worker exits: it removes the dead worker's live gauges
-  (``http_requests_in_flight`` stops counting its requests) and calls
-  :func:`compact_dead_workers`, so that recycled workers (``max_requests``) leave one archive
-  file per metric type behind instead of a few files each: the directory, and the time a
-  scrape takes, stay bounded while the counters never go backwards.
-
-``uvicorn --workers N`` has no hooks: empty the directory before the server starts, in the
-container's entrypoint (``rm -rf "$PROMETHEUS_MULTIPROC_DIR"/*``). Every worker sweeps the live
-gauges of dead workers when it starts; :func:`compact_dead_workers` may be called there too
-(it is safe in any process, at any time: compactions take a lock on the directory).
-
-With ``AIOBS_METRICS_PORT`` every worker binds the port (``SO_REUSEPORT``) and serves the
-merged view, as the in-app ``/metrics`` of any worker does. Exemplars are not available in
-multiprocess mode (prometheus_client keeps none in its files).
+"""The implementation of :mod:`aiobs.multiprocess`, the public module: gunicorn hooks, the
+compaction of dead workers' files, the collector that merges every worker's values, and the
+checks of the multiprocess directory that start-up runs.
 
 Files in the directory besides prometheus_client's: ``aiobs.lock`` (an ``flock``: compactions
 hold it exclusively, aiobs's ``/metrics`` shared, so a scrape never sees a half-done
@@ -51,11 +17,12 @@ import math
 import os
 import re
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
@@ -63,12 +30,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
-from aiobs._metrics import (
-    MULTIPROCESS_VARIABLE,
-    process_alive,
-    require_file_locks,
-    wipe_multiprocess_dir,
-)
+from aiobs._settings import ConfigError
 
 __all__ = [
     "MergedCollector",
@@ -78,6 +40,8 @@ __all__ = [
     "prepare_directory",
 ]
 
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+"""The variable prometheus_client reads its multiprocess directory from, at import time."""
 LOCK_FILE = "aiobs.lock"
 """The lock file in the multiprocess directory (not a ``.db`` file: never read as metrics)."""
 ARCHIVE = "archive"
@@ -101,6 +65,51 @@ _AGGREGATED_GAUGES = {
 }
 _PID_FILE = re.compile(r"^(counter|histogram|summary|gauge_[a-z]+)_(\d+)\.db$")
 _TEMPORARY_PATTERNS = ("*_archive.db.tmp", "*_archive.db.journal", "*_archive.db.journal.tmp")
+
+
+# --- the directory ---------------------------------------------------------------------------
+def check_multiprocess_dir(configured: str | None, environ: dict[str, str] | Any) -> None:
+    """prometheus_client picks multiprocess mode from the environment at import time, so a
+    directory set anywhere else would silently not be used."""
+    if configured and environ.get(MULTIPROCESS_VARIABLE) != configured:
+        raise ConfigError(
+            f"multiprocess_dir: set it through {MULTIPROCESS_VARIABLE} before the process "
+            "imports prometheus_client; prometheus_client reads only that variable"
+        )
+    if configured and not os.path.isdir(configured):
+        raise ConfigError(f"{MULTIPROCESS_VARIABLE}={configured}: not a directory")
+    if configured:
+        require_file_locks(configured)
+
+
+def require_file_locks(directory: str) -> None:
+    """Multiprocess mode locks its directory with ``fcntl.flock``: raise :class:`ConfigError`
+    where the platform has no ``fcntl`` (Windows), naming the variable that asked for it."""
+    try:
+        import fcntl  # noqa: F401 - only whether it imports
+    except ImportError:
+        raise ConfigError(
+            f"{MULTIPROCESS_VARIABLE}={directory}: multiprocess mode needs POSIX file locks "
+            f"(fcntl), which this platform ({sys.platform}) does not have; unset "
+            f"{MULTIPROCESS_VARIABLE} to run one process"
+        ) from None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists (signal 0 probes without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wipe_multiprocess_dir(directory: str) -> None:
+    """Delete every metrics file in ``directory``; call once, before workers start."""
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(path)
 
 
 # --- gunicorn server hooks -------------------------------------------------------------------

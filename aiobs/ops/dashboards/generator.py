@@ -22,8 +22,8 @@ def render(job: str = DEFAULT_JOB, datasource: str = DEFAULT_DATASOURCE) -> dict
     from grafanalib import core
     from grafanalib._gen import DashboardEncoder
 
-    from aiobs._dashboards_defs import DASHBOARDS, TAGS
-    from aiobs._dashboards_panels import modernise, variables
+    from aiobs.ops.dashboards.defs import DASHBOARDS, TAGS
+    from aiobs.ops.dashboards.panels import modernise, variables
 
     files = {}
     for uid, (title, description, panels) in DASHBOARDS.items():
