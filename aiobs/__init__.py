@@ -8,13 +8,13 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from aiobs import logging  # noqa: F401 - aiobs.logging.processors() after `import aiobs`
-from aiobs._asgi import ObservabilityMiddleware
-from aiobs._health import ReadinessCheck
 from aiobs._inference import InferenceRecord
-from aiobs._logging import get_logger
 from aiobs._observability import Observability
 from aiobs._settings import ConfigError, Settings, SettingsOptions
 from aiobs._setup import inference, instrument, setup, track_inference
+from aiobs.http.health import ReadinessCheck
+from aiobs.http.middleware import ObservabilityMiddleware
+from aiobs.logs.pipeline import get_logger
 
 try:
     __version__ = version("aiobs")

@@ -27,9 +27,9 @@ from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from aiobs import catalog
-from aiobs._cardinality import LabelGuard
-from aiobs._metrics import Instruments
-from aiobs._tracing import record_error
+from aiobs.metrics.cardinality import LabelGuard
+from aiobs.metrics.instruments import Instruments
+from aiobs.tracing.provider import record_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 

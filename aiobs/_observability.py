@@ -15,17 +15,18 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from aiobs import _logging, catalog
-from aiobs._cardinality import LabelGuard
-from aiobs._gpu import open_gpu_collector
-from aiobs._health import Readiness, ReadinessCheck
+from aiobs import catalog
 from aiobs._inference import InferenceRecord, InferenceTelemetry, track
-from aiobs._log_sink import LogSink
-from aiobs._metrics import Instruments, check_multiprocess_dir, serve_metrics
 from aiobs._settings import ConfigError, Settings
-from aiobs._tracing import build_propagator, build_tracer_provider
-from aiobs._workers import check_workers, server_workers
-from aiobs.multiprocess import compact_dead_workers
+from aiobs.http.health import Readiness, ReadinessCheck
+from aiobs.logs import pipeline
+from aiobs.logs.sink import LogSink
+from aiobs.metrics.cardinality import LabelGuard
+from aiobs.metrics.gpu import open_gpu_collector
+from aiobs.metrics.instruments import Instruments, serve_metrics
+from aiobs.metrics.multiprocess import check_multiprocess_dir, compact_dead_workers
+from aiobs.metrics.workers import check_workers, server_workers
+from aiobs.tracing.provider import build_propagator, build_tracer_provider
 
 _log = logging.getLogger("aiobs")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,7 +86,7 @@ class Observability:
         self._log_sink = LogSink(
             settings.log_queue_size, self._instruments.log_lines_dropped.inc, log_stream
         )
-        self._access_log = _logging.access_log(settings, self._log_sink)
+        self._access_log = pipeline.access_log(settings, self._log_sink)
         self._readiness = Readiness(settings.readiness_timeout, self._set_ready)
         folded = self._instruments.get(catalog.LABEL_VALUES_FOLDED)
         self._label_guard = LabelGuard(
@@ -110,7 +111,7 @@ class Observability:
         tracer provider and propagator the global ones when it owns them, flush at exit.
         The only method that touches process globals."""
         if self._settings.configure_logging:
-            self._undo_logging = _logging.configure(self._settings, self._log_sink)
+            self._undo_logging = pipeline.configure(self._settings, self._log_sink)
         # The API allows one global provider per process; an existing one is kept.
         global_provider = trace.get_tracer_provider()
         if self._own_provider is not None and isinstance(

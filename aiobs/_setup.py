@@ -110,9 +110,9 @@ def instrument(
             exclude_spans=["send", "receive"],
         )
     # Starlette is needed here only: setup() serves processes without it.
-    from aiobs import _starlette
+    from aiobs.http.starlette import attach
 
-    _starlette.attach(app, obs)
+    attach(app, obs)
     app.state.aiobs = obs
     global _current
     with _lock:

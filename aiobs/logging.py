@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from structlog.typing import Processor
 
-from aiobs._logging import Sanitizer, add_trace_ids
+from aiobs.logs.pipeline import Sanitizer, add_trace_ids
 
 __all__ = ["add_trace_ids", "processors"]
 

@@ -17,10 +17,12 @@ from typing import Any
 
 import yaml
 
-from demo_service.model import VERSION_SEEDS
-
 CONFIG_FILE_VARIABLE = "DEMO_CONFIG"
 DEVICES = ("auto", "cpu", "cuda")
+VERSION_SEEDS: Mapping[str, int] = {"v1": 1, "v2": 2}
+"""The classifier's versions, each built from its seed by :mod:`demo_service.model`: v2 is the
+same network with other weights (a canary to compare). Defined here, below the model, because
+``MODEL_VERSIONS`` is checked against them."""
 
 
 class DemoConfigError(ValueError):

@@ -23,16 +23,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from demo_service.config import VERSION_SEEDS, DemoSettings
+
 MODEL_NAME = "demo-cnn"
-VERSION_SEEDS: Mapping[str, int] = {"v1": 1, "v2": 2}
-"""The versions: v2 is the same network with other weights (a canary to compare)."""
 LABELS = (
     "airplane",
     "automobile",
@@ -382,8 +382,6 @@ def load(
 def main(argv: list[str] | None = None) -> int:
     """``python -m demo_service.model [DIR]``: build every version into DIR (default:
     ``MODEL_PATH`` or its default)."""
-    from demo_service.config import DemoSettings
-
     args = sys.argv[1:] if argv is None else argv
     directory = Path(args[0]) if args else DemoSettings.from_env().model_path
     for version in VERSION_SEEDS:

@@ -44,7 +44,17 @@ from typing import Protocol
 
 import numpy as np
 
-from demo_service.textgen_model import ALPHABET, CONTEXT_WINDOW, EOS_ID, TOKENIZER, window
+from demo_service.config import DemoSettings
+from demo_service.textgen_model import (
+    ALPHABET,
+    CONTEXT_WINDOW,
+    DEFAULT_THREADS,
+    DEFAULT_VERSION,
+    EOS_ID,
+    TOKENIZER,
+    load,
+    window,
+)
 
 MAX_PROMPT_CHARS = 4096
 """Longest prompt, in characters (= tokens); the endpoint answers longer ones 400."""
@@ -574,9 +584,6 @@ def bench(model: TextModel, *, steps: int = 200, max_tokens: int = 64) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    from demo_service.config import DemoSettings
-    from demo_service.textgen_model import DEFAULT_THREADS, DEFAULT_VERSION, load
-
     parser = argparse.ArgumentParser(prog="python -m demo_service.textgen")
     parser.add_argument("--bench", action="store_true", help="measure decode steps")
     parser.add_argument("--model-path", type=Path, help="model directory (default MODEL_PATH)")

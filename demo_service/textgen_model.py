@@ -50,6 +50,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from demo_service import model as classifier_model
+from demo_service.config import DemoSettings
 
 MODEL_NAME = "tiny-lm"
 VERSION_SEEDS: Mapping[str, int] = {"v1": 1, "v2": 2}
@@ -558,8 +559,6 @@ def load(
 def main(argv: list[str] | None = None) -> int:
     """``python -m demo_service.textgen_model [DIR]``: build every version into DIR (default:
     ``MODEL_PATH`` or its default)."""
-    from demo_service.config import DemoSettings
-
     args = sys.argv[1:] if argv is None else argv
     directory = Path(args[0]) if args else DemoSettings.from_env().model_path
     for version in VERSION_SEEDS:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "aiobs._cli", *args],
+        [sys.executable, "-m", "aiobs.ops.cli", *args],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", **env},

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from aiobs import catalog
-from aiobs._dashboards import main, render
+from aiobs.ops.dashboards.generator import main, render
 from tests.support.dashboards_prometheus import (
     DASHBOARDS_DIR,
     PROMETHEUS,
@@ -64,7 +64,7 @@ def test_checked_in_dashboards_are_current() -> None:
 def test_the_aiobs_command_delegates_to_the_dashboards_module() -> None:
     """``aiobs dashboards check`` in the repository root passes on the checked-in JSON."""
     result = subprocess.run(
-        [sys.executable, "-m", "aiobs._cli", "dashboards", "check"],
+        [sys.executable, "-m", "aiobs.ops.cli", "dashboards", "check"],
         cwd=DASHBOARDS_DIR.parent, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -73,7 +73,7 @@ def test_the_aiobs_command_delegates_to_the_dashboards_module() -> None:
 def test_without_the_extra_the_command_says_what_to_install(tmp_path: Path) -> None:
     """Without grafanalib, ``aiobs dashboards generate`` exits 2 naming aiobs[dashboards]."""
     code = (
-        "import sys; sys.modules['grafanalib'] = None; from aiobs._cli import main; "
+        "import sys; sys.modules['grafanalib'] = None; from aiobs.ops.cli import main; "
         "sys.exit(main(['dashboards', 'generate', '--out', 'unused']))"
     )
     result = subprocess.run(
@@ -107,7 +107,7 @@ def test_job_and_datasource_options_set_the_variable_defaults() -> None:
 def test_the_core_library_never_imports_grafanalib() -> None:
     """Importing aiobs and its CLI leaves grafanalib unimported."""
     code = (
-        "import sys, aiobs, aiobs._cli, aiobs.catalog; "
+        "import sys, aiobs, aiobs.ops.cli, aiobs.catalog; "
         "assert 'grafanalib' not in sys.modules, 'grafanalib imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

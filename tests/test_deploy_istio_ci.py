@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from aiobs._endpoints import LIVE_PATH, METRICS_PATH, READY_PATH
+from aiobs.http.endpoints import LIVE_PATH, METRICS_PATH, READY_PATH
 from tests.support.deploy import ROOT, needs_kubectl, one, render, validate
 
 HOST = "aiobs-demo.aiobs.svc.cluster.local"

@@ -15,8 +15,9 @@ import yaml
 from fastapi import FastAPI
 
 import aiobs
-from aiobs import _deploy, catalog
-from aiobs._endpoints import LIVE_PATH, METRICS_PATH, READY_PATH
+from aiobs import catalog
+from aiobs.http.endpoints import LIVE_PATH, METRICS_PATH, READY_PATH
+from aiobs.ops import deploy
 from tests.conftest import Harness, client_for
 from tests.support.deploy import (
     DEPLOY,
@@ -49,16 +50,16 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
 def test_generated_manifests_are_current(tmp_path: Path) -> None:
     """The PrometheusRule and dashboard ConfigMaps in deploy/k8s/base/ are exactly what the
     generators give now, and `check` fails on a directory without them."""
-    assert _deploy.stale(ROOT / _deploy.BASE) == []
-    assert _deploy.main(["check", "--dir", str(tmp_path)]) == 1
-    assert _deploy.main(["generate", "--dir", str(tmp_path)]) == 0
-    assert _deploy.main(["check", "--dir", str(tmp_path)]) == 0
+    assert deploy.stale(ROOT / deploy.BASE) == []
+    assert deploy.main(["check", "--dir", str(tmp_path)]) == 1
+    assert deploy.main(["generate", "--dir", str(tmp_path)]) == 0
+    assert deploy.main(["check", "--dir", str(tmp_path)]) == 0
 
 
 def test_prometheus_rule_holds_every_rule_of_alerts() -> None:
     """The PrometheusRule carries every group and rule of alerts/, selecting the job the
     Prometheus Operator gives the aiobs-demo Service."""
-    [rule] = list(yaml.safe_load_all(_deploy.prometheus_rule()))
+    [rule] = list(yaml.safe_load_all(deploy.prometheus_rule()))
     groups = rule["spec"]["groups"]
     checked_in = [
         group
@@ -75,7 +76,7 @@ def test_prometheus_rule_holds_every_rule_of_alerts() -> None:
 
 def test_dashboard_configmaps_are_the_dashboards_directory() -> None:
     """Each dashboards/*.json is one ConfigMap, byte for byte, labelled for Grafana's sidecar."""
-    maps = list(yaml.safe_load_all(_deploy.dashboard_configmaps()))
+    maps = list(yaml.safe_load_all(deploy.dashboard_configmaps()))
     files = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "dashboards").glob("*.json")}
     assert {name for m in maps for name in m["data"]} == set(files)
     for config_map in maps:

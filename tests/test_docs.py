@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from aiobs import Settings, catalog
-from aiobs._docs import metrics_markdown
 from aiobs._settings import ENVIRONMENT_VARIABLES
+from aiobs.ops.docs import metrics_markdown
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from aiobs._gpu import GpuCollector, open_gpu_collector
+from aiobs.metrics.gpu import GpuCollector, open_gpu_collector
 
 PID = 4242
 

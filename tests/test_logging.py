@@ -15,8 +15,8 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 import aiobs
-from aiobs._log_sink import LogSink
-from aiobs._logging import REDACTED, AccessLog, Sanitizer, _encode, is_secret_key, redact_text
+from aiobs.logs.pipeline import REDACTED, AccessLog, Sanitizer, _encode, is_secret_key, redact_text
+from aiobs.logs.sink import LogSink
 from tests.conftest import Harness
 
 

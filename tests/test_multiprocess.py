@@ -34,6 +34,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from aiobs import multiprocess
+from aiobs.metrics import multiprocess as implementation
 from aiobs.multiprocess import MergedCollector, compact_dead_workers
 
 # --- child processes that write metric files --------------------------------------------------
@@ -307,14 +308,14 @@ def test_interrupted_compaction_is_invisible_and_finished_by_the_next(
     expected = expected_additive(SPECS)
     assert additive_part(merged_view(tmp_path)) == expected
 
-    real_commit = multiprocess._commit
+    real_commit = implementation._commit
 
     def crash(staged: str, archive: str) -> None:
         if crash_after_commit:
             real_commit(staged, archive)
         raise KeyboardInterrupt  # stands for a SIGKILL: nothing after this runs
 
-    monkeypatch.setattr(multiprocess, "_commit", crash)
+    monkeypatch.setattr(implementation, "_commit", crash)
     with pytest.raises(KeyboardInterrupt):
         compact_dead_workers(str(tmp_path))
     monkeypatch.undo()
@@ -332,7 +333,7 @@ def test_interrupted_compaction_is_invisible_and_finished_by_the_next(
 
 def test_a_scrape_holds_compaction_off(tmp_path: Path) -> None:
     run_dead_child(tmp_path, SPECS[0])
-    with multiprocess._directory_lock(str(tmp_path), exclusive=False, timeout=1):
+    with implementation._directory_lock(str(tmp_path), exclusive=False, timeout=1):
         with pytest.raises(TimeoutError, match=r"aiobs\.lock"):
             compact_dead_workers(str(tmp_path), timeout=0.05)
         merged_view(tmp_path)  # readers share the lock
@@ -522,8 +523,8 @@ def test_child_exit_marks_dead_compacts_and_never_raises(
     assert additive_part(merged_view(tmp_path)) == expected_additive([SPECS[0]])
     assert server.log.lines == []
 
-    with multiprocess._directory_lock(str(tmp_path), exclusive=False, timeout=1):
-        monkeypatch.setattr(multiprocess, "HOOK_TIMEOUT", 0.05)
+    with implementation._directory_lock(str(tmp_path), exclusive=False, timeout=1):
+        monkeypatch.setattr(implementation, "HOOK_TIMEOUT", 0.05)
         multiprocess.child_exit(server, FakeWorker(pid))
     assert server.log.lines[-1][0] == "warning"
 

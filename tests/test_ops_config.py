@@ -1,4 +1,4 @@
-"""The public configuration of the generators (aiobs/_ops_config.py): documented, frozen,
+"""The public configuration of the generators (aiobs/ops/config.py): documented, frozen,
 checked, and set the same way from options and from a ``--config`` YAML file."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from aiobs import _dashboards, _deploy, _rules
-from aiobs._cli import main as cli
-from aiobs._ops_config import (
+import aiobs.ops
+from aiobs.ops.cli import main as cli
+from aiobs.ops.config import (
     HIDDEN,
     DashboardsConfig,
     DeployConfig,
@@ -21,17 +21,25 @@ from aiobs._ops_config import (
     keys,
     option,
 )
+from aiobs.ops.dashboards import generator as dashboards_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 OPERATIONS = ROOT / "docs" / "operations.md"
 CONFIGS = (RulesConfig, DashboardsConfig, DeployConfig)
 
 
-def test_the_generator_modules_re_export_the_config_classes() -> None:
-    assert _rules.RulesConfig is RulesConfig
-    assert _dashboards.DashboardsConfig is DashboardsConfig
-    assert _deploy.DeployConfig is DeployConfig
-    assert _deploy.RulesConfig is RulesConfig
+def test_aiobs_ops_is_the_public_face_of_the_generators() -> None:
+    assert aiobs.ops.__all__ == [
+        "DashboardsConfig",
+        "DeployConfig",
+        "RulesConfig",
+        "dashboard_files",
+        "manifest_files",
+        "rule_files",
+    ]
+    assert (aiobs.ops.RulesConfig, aiobs.ops.DashboardsConfig) == (RulesConfig, DashboardsConfig)
+    assert aiobs.ops.DeployConfig is DeployConfig
+    assert aiobs.ops.dashboard_files is dashboards_generator.render
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -117,7 +125,7 @@ def test_an_option_overrides_the_file_and_the_file_the_defaults(tmp_path: Path) 
 def test_dashboards_select_the_namespace_in_every_query() -> None:
     """Every expression and variable query with the job matcher gets the namespace next to it;
     the default keeps the repository's JSON."""
-    files = _dashboards.render(config=DashboardsConfig(namespace="prod"))
+    files = dashboards_generator.render(config=DashboardsConfig(namespace="prod"))
     queries = 0
     for text in files.values():
         for panel in json.loads(text)["panels"]:
@@ -126,7 +134,7 @@ def test_dashboards_select_the_namespace_in_every_query() -> None:
                     assert 'job=~"$job", namespace="prod"' in target["expr"]
                     queries += 1
     assert queries > 40
-    assert _dashboards.render() == _dashboards.render(config=DashboardsConfig())
+    assert dashboards_generator.render() == dashboards_generator.render(config=DashboardsConfig())
 
 
 def test_deploy_puts_the_objects_in_the_namespace(tmp_path: Path) -> None:

@@ -29,8 +29,8 @@ from opentelemetry.trace import (
 )
 
 from aiobs import Settings
-from aiobs._otlp import FastOTLPSpanExporter, encode_request
-from aiobs._tracing import build_exporter
+from aiobs.tracing.otlp import FastOTLPSpanExporter, encode_request
+from aiobs.tracing.provider import build_exporter
 from tests.support.otlp_receiver import OtlpReceiver, decode
 
 REMOTE_PARENT = SpanContext(
@@ -196,7 +196,7 @@ def test_a_direct_path_that_breaks_at_export_hands_over_to_the_sdk(
 @pytest.mark.parametrize("value", [object(), {1: {2: object()}}])
 def test_unencodable_values_raise_for_the_fallback(value: object) -> None:
     """A value outside OTLP's types raises, so the exporter hands the batch to the SDK."""
-    from aiobs._otlp import _any_value
+    from aiobs.tracing.otlp import _any_value
 
     with pytest.raises(TypeError):
         _any_value(value)

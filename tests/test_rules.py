@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from aiobs import catalog
-from aiobs._cli import main as cli
-from aiobs._rules import rule_files, rule_groups
-from aiobs._rules_config import RulesConfig
+from aiobs.ops.cli import main as cli
+from aiobs.ops.rules.config import RulesConfig
+from aiobs.ops.rules.generator import rule_files, rule_groups
 
 ALERTS = Path(__file__).resolve().parents[1] / "alerts"
 RUNBOOKS = ALERTS.parent / "docs" / "runbooks.md"

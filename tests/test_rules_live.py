@@ -20,8 +20,8 @@ from threading import Thread
 import httpx
 import pytest
 
-from aiobs._rules import rule_files
-from aiobs._rules_config import RulesConfig
+from aiobs.ops.rules.config import RulesConfig
+from aiobs.ops.rules.generator import rule_files
 from tests.support.otlp_receiver import HOST, free_port, wait_for
 from tests.support.prometheus import WebhookReceiver, alertmanager, prometheus
 from tests.support.servers import REPO_ROOT, child_env, stop_process

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from aiobs._rules import rule_groups
+from aiobs.ops.rules.generator import rule_groups
 from tests.support.otlp_receiver import HOST, wait_for
 from tests.support.prometheus import Daemon, prometheus
 from tests.support.servers import SAMPLE_APP, Server

@@ -17,8 +17,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from aiobs import ConfigError, Observability, Settings
-from aiobs._metrics import Instruments
-from aiobs._tracing import build_exporter, build_resource, build_sampler, build_tracer_provider
+from aiobs.metrics.instruments import Instruments
+from aiobs.tracing.provider import (
+    build_exporter,
+    build_resource,
+    build_sampler,
+    build_tracer_provider,
+)
 
 
 class _GatedExporter(SpanExporter):
@@ -75,7 +80,7 @@ def test_resource_carries_service_identity_over_resource_attributes() -> None:
 
 
 INSTANCE_ID_OF_A_CHILD = (
-    "from aiobs import Settings; from aiobs._tracing import build_resource; "
+    "from aiobs import Settings; from aiobs.tracing.provider import build_resource; "
     "print(build_resource(Settings.load(environ={})).attributes['service.instance.id'])"
 )
 

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from aiobs import ConfigError
-from aiobs._workers import Workers, check_workers, server_workers
+from aiobs.metrics.workers import Workers, check_workers, server_workers
 from tests.support.otlp_receiver import HOST, free_port
 from tests.support.servers import sample_value, start_logged, stop_process
 

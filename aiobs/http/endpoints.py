@@ -7,8 +7,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from aiobs._metrics import render, wants_openmetrics
 from aiobs._observability import Observability
+from aiobs.metrics.instruments import render, wants_openmetrics
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

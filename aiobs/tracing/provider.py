@@ -22,9 +22,9 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.version import __version__ as otel_version
 
 from aiobs import catalog
-from aiobs._logging import redact_text
-from aiobs._metrics import Instruments
 from aiobs._settings import ConfigError, Settings
+from aiobs.logs.pipeline import redact_text
+from aiobs.metrics.instruments import Instruments
 
 # The batch processor logs one warning per span it drops: under an outage that is a flood
 # through the service's own log pipeline. Drops are counted in aiobs_spans_dropped_total.
@@ -175,7 +175,7 @@ def build_exporter(settings: Settings) -> SpanExporter | None:
         return GrpcSpanExporter(  # type: ignore[no-any-return,unused-ignore]
             endpoint=settings.otlp_endpoint, headers=headers, timeout=settings.otlp_timeout
         )
-    from aiobs._otlp import FastOTLPSpanExporter
+    from aiobs.tracing.otlp import FastOTLPSpanExporter
 
     return FastOTLPSpanExporter(
         endpoint=settings.otlp_endpoint, headers=headers, timeout=settings.otlp_timeout

@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from aiobs._asgi import ObservabilityMiddleware
 from aiobs._observability import Observability
+from aiobs.http.middleware import ObservabilityMiddleware
 
 
 def attach(app: Starlette, obs: Observability) -> None:

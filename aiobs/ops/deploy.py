@@ -6,7 +6,7 @@ By default both select ``job="aiobs-demo"``: the Prometheus Operator names a Ser
 job after the Service, and the Service in ``deploy/k8s/base/`` is ``aiobs-demo``. For your own
 service, ``aiobs deploy generate --dir DIR --job my-llm --namespace prod`` (or ``--config
 FILE``) takes the options of ``aiobs rules`` and ``aiobs dashboards`` and those of
-:class:`~aiobs._ops_config.DeployConfig`.
+:class:`~aiobs.ops.DeployConfig`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from aiobs._ops_config import (
+from aiobs.ops.config import (
     DashboardsConfig,
     DeployConfig,
     OptionError,
@@ -28,8 +28,9 @@ from aiobs._ops_config import (
     load_file,
     resolve,
 )
-from aiobs._rules import _Dumper, rule_groups
-from aiobs._rules_config import RulesConfig
+from aiobs.ops.dashboards.generator import render
+from aiobs.ops.rules.config import RulesConfig
+from aiobs.ops.rules.generator import _Dumper, rule_groups
 
 JOB = "aiobs-demo"
 """The ``job`` label Prometheus gives the demo's Service (``aiobs-demo``)."""
@@ -101,8 +102,6 @@ def dashboard_configmaps(
     dashboards: DashboardsConfig | None = None,
 ) -> str:
     """One ConfigMap per dashboard, labelled ``grafana_dashboard: "1"`` for Grafana's sidecar."""
-    from aiobs._dashboards import render
-
     deploy, _, dashboards = _configs(job, deploy, None, dashboards)
     documents = []
     for name, text in sorted(render(config=dashboards).items()):

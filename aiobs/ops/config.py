@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from aiobs._ops_labels import Labels, check_labels, check_namespace, check_value, matchers
-from aiobs._rules_config import RulesConfig
+from aiobs.ops.labels import Labels, check_labels, check_namespace, check_value, matchers
+from aiobs.ops.rules.config import RulesConfig
 
 __all__ = ["DashboardsConfig", "DeployConfig", "OptionError", "RulesConfig"]
 
@@ -39,7 +39,7 @@ class DashboardsConfig:
 
     ``aiobs dashboards generate|check`` (and ``aiobs deploy``) set each field from an option or
     a ``--config`` YAML key of the same name; in Python, ``render(config=DashboardsConfig(...))``
-    of ``aiobs._dashboards``. The defaults give the repository's ``dashboards/``.
+    of ``aiobs.ops.dashboards.generator``. The defaults give the repository's ``dashboards/``.
     """
 
     job: str = "aiobs-demo"

@@ -9,14 +9,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiobs._docs import metrics_markdown
 from aiobs._settings import ConfigError, Settings
+from aiobs.ops.docs import metrics_markdown
 
 # Commands whose module parses its own arguments: ``main(argv) -> int`` in that module.
 DELEGATED = {
-    "dashboards": ("aiobs._dashboards", "generate or check the Grafana dashboards (grafanalib)"),
-    "rules": ("aiobs._rules", "export the Prometheus recording and alerting rules"),
-    "deploy": ("aiobs._deploy", "generate or check the generated Kubernetes manifests"),
+    "dashboards": (
+        "aiobs.ops.dashboards.generator",
+        "generate or check the Grafana dashboards (grafanalib)",
+    ),
+    "rules": ("aiobs.ops.rules.generator", "export the Prometheus recording and alerting rules"),
+    "deploy": ("aiobs.ops.deploy", "generate or check the generated Kubernetes manifests"),
 }
 
 

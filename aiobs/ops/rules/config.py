@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiobs import catalog
-from aiobs._ops_labels import Labels, check_labels, check_namespace, check_value
-from aiobs._ops_labels import matchers as ops_matchers
+from aiobs.ops.labels import Labels, check_labels, check_namespace, check_value
+from aiobs.ops.labels import matchers as ops_matchers
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class RulesConfig:
     targets and the alert thresholds. ``aiobs rules export|generate|check`` (and ``aiobs
     deploy``) set each field from an option or a ``--config`` YAML key of the same name
     (docs/operations.md); in Python, ``rule_files(RulesConfig(job="my-llm"))``. Public: the
-    same class is ``aiobs._ops_config.RulesConfig``.
+    same class is ``aiobs.ops.RulesConfig``.
 
     Durations are in seconds and are divided by ``time_scale`` when rendered, so a test can
     shrink every window and ``for`` of the real rules (``time_scale=60`` turns an hour into a

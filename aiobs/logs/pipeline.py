@@ -22,8 +22,8 @@ from opentelemetry import trace
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from aiobs import catalog
-from aiobs._log_sink import LogSink
 from aiobs._settings import Settings
+from aiobs.logs.sink import LogSink
 
 REDACTED = "[REDACTED]"
 ACCESS_LOGGER = "aiobs.access"

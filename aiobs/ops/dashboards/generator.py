@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiobs._ops_config import (
+from aiobs.ops.config import (
     DashboardsConfig,
     OptionError,
     add_options,
@@ -25,9 +25,9 @@ DEFAULT_DATASOURCE = DashboardsConfig.datasource
 CHECKED_IN = Path("dashboards")
 """Where ``check`` looks by default: ``dashboards/`` of the current directory (a checkout)."""
 JOB_MATCHER = 'job=~"$job"'
-"""How every query of the dashboards selects the job (``aiobs._dashboards_promql``)."""
+"""How every query of the dashboards selects the job (``aiobs.ops.dashboards.promql``)."""
 JOBS_QUERY = "label_values(ai_service_ready, job)"
-"""The Job variable's query (``aiobs._dashboards_panels.variables``)."""
+"""The Job variable's query (``aiobs.ops.dashboards.panels.variables``)."""
 
 
 def _select(node: Any, matchers: list[str]) -> Any:
@@ -66,8 +66,8 @@ def render(
     from grafanalib import core
     from grafanalib._gen import DashboardEncoder
 
-    from aiobs._dashboards_defs import DASHBOARDS
-    from aiobs._dashboards_panels import modernise, variables
+    from aiobs.ops.dashboards.defs import DASHBOARDS
+    from aiobs.ops.dashboards.panels import modernise, variables
 
     files = {}
     for fixed_uid, (fixed_title, description, panels) in DASHBOARDS.items():

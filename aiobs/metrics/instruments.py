@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import glob
-import os
 import socket
-import sys
 import threading
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -19,10 +16,9 @@ from prometheus_client.openmetrics.exposition import (
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from aiobs import catalog
-from aiobs._settings import ConfigError
+from aiobs.metrics.multiprocess import MergedCollector
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def create(metric: catalog.Metric, registry: CollectorRegistry | None) -> Any:
@@ -76,10 +72,8 @@ class Instruments:
         """The registry ``/metrics`` renders."""
         if not self.multiprocess_dir:
             return self.registry
-        # Imported here: aiobs.multiprocess imports this module. Its collector reads under the
-        # lock that compactions of dead workers' files take, and adds exactly.
-        from aiobs.multiprocess import MergedCollector
-
+        # MergedCollector reads under the lock that compactions of dead workers' files take,
+        # and adds exactly.
         merged = CollectorRegistry()
         merged.register(MergedCollector(self.multiprocess_dir))
         return merged
@@ -127,47 +121,3 @@ def render(registry: CollectorRegistry, openmetrics: bool) -> tuple[bytes, str]:
 def wants_openmetrics(accept: str) -> bool:
     """Whether an ``Accept`` header asks for OpenMetrics (the format exemplars travel in)."""
     return "application/openmetrics-text" in accept
-
-
-def check_multiprocess_dir(configured: str | None, environ: dict[str, str] | Any) -> None:
-    """prometheus_client picks multiprocess mode from the environment at import time, so a
-    directory set anywhere else would silently not be used."""
-    if configured and environ.get(MULTIPROCESS_VARIABLE) != configured:
-        raise ConfigError(
-            f"multiprocess_dir: set it through {MULTIPROCESS_VARIABLE} before the process "
-            "imports prometheus_client; prometheus_client reads only that variable"
-        )
-    if configured and not os.path.isdir(configured):
-        raise ConfigError(f"{MULTIPROCESS_VARIABLE}={configured}: not a directory")
-    if configured:
-        require_file_locks(configured)
-
-
-def require_file_locks(directory: str) -> None:
-    """Multiprocess mode locks its directory with ``fcntl.flock``: raise :class:`ConfigError`
-    where the platform has no ``fcntl`` (Windows), naming the variable that asked for it."""
-    try:
-        import fcntl  # noqa: F401 - only whether it imports
-    except ImportError:
-        raise ConfigError(
-            f"{MULTIPROCESS_VARIABLE}={directory}: multiprocess mode needs POSIX file locks "
-            f"(fcntl), which this platform ({sys.platform}) does not have; unset "
-            f"{MULTIPROCESS_VARIABLE} to run one process"
-        ) from None
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process with ``pid`` exists (signal 0 probes without sending anything)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def wipe_multiprocess_dir(directory: str) -> None:
-    """Delete every metrics file in ``directory``; call once, before workers start."""
-    for path in glob.glob(os.path.join(directory, "*.db")):
-        os.remove(path)

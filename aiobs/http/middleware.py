@@ -23,12 +23,13 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from aiobs import _logging, catalog
-from aiobs._endpoints import Endpoints, Message, Receive, Scope, Send
+from aiobs import catalog
 from aiobs._inference import RequestClock, current_request
 from aiobs._observability import Observability
-from aiobs._routes import route_template
-from aiobs._tracing import propagation_headers, record_error
+from aiobs.http.endpoints import Endpoints, Message, Receive, Scope, Send
+from aiobs.http.routes import route_template
+from aiobs.logs.pipeline import SPAN_CONTEXT_ATTRIBUTE, route_server_loggers
+from aiobs.tracing.provider import propagation_headers, record_error
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -190,7 +191,7 @@ class ObservabilityMiddleware:
                 _error_log.error("unhandled_exception", exc_info=failure)
                 if context.is_valid:
                     with contextlib.suppress(AttributeError):  # an exception with __slots__
-                        setattr(failure, _logging.SPAN_CONTEXT_ATTRIBUTE, context)
+                        setattr(failure, SPAN_CONTEXT_ATTRIBUTE, context)
             if span is not None:
                 self._end_span(span, route, status, failure)
             if self._access_log is not None:
@@ -270,7 +271,7 @@ class ObservabilityMiddleware:
             message = await receive()
             if message["type"] == "lifespan.startup" and self.obs.installed:
                 # uvicorn.run() applies its logging config after the app was imported.
-                _logging.route_server_loggers()
+                route_server_loggers()
             return message
 
         async def send_observed(message: Message) -> None:

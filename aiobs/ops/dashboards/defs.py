@@ -1,5 +1,5 @@
 """The four dashboards: Service overview, Inference, GPU and Telemetry health. Every query
-comes from :mod:`aiobs._dashboards_promql` over :mod:`aiobs.catalog` metrics."""
+comes from :mod:`aiobs.ops.dashboards.promql` over :mod:`aiobs.catalog` metrics."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Callable
 from grafanalib import core
 
 from aiobs import catalog as c
-from aiobs._dashboards_panels import GREEN_ORANGE_RED, heatmap, layout, stat, timeseries
-from aiobs._dashboards_promql import (
+from aiobs.ops.dashboards.panels import GREEN_ORANGE_RED, heatmap, layout, stat, timeseries
+from aiobs.ops.dashboards.promql import (
     buckets,
     gauge,
     mean,

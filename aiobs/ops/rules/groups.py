@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiobs import catalog
-from aiobs._rules_config import RulesConfig, number
+from aiobs.ops.rules.config import RulesConfig, number
 
 Rule = dict[str, Any]
 Group = dict[str, Any]

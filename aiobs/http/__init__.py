@@ -1,0 +1,1 @@
+"""The HTTP side of the runtime: the ASGI middleware, its endpoints, health and routes."""

@@ -1,0 +1,1 @@
+"""JSON logs: the structlog pipeline and the buffered sink it writes through."""

@@ -1,0 +1,1 @@
+"""Prometheus metrics: instruments, multiprocess mode, GPU gauges and label limits."""

@@ -1,0 +1,1 @@
+"""Prometheus recording and alerting rules generated from the metric catalog."""

@@ -1,0 +1,1 @@
+"""Traces: the tracer provider, its sampler and propagators, and the OTLP exporter."""
