@@ -170,7 +170,7 @@ class Capture:
         with _active_lock:
             if _active is not None:
                 raise RuntimeError(
-                    "another aiobs.testing capture is open: close it first "
+                    "another capture is open (aiobs.testing): close it first "
                     "(one capture at a time per process)"
                 )
             _active = self
