@@ -9,9 +9,10 @@ A capture is a real :class:`aiobs.Observability`, built as in production but wri
 memory: metrics into a fresh ``prometheus_client.CollectorRegistry``, spans through aiobs's
 own span processor into the OpenTelemetry SDK's ``InMemorySpanExporter``, log lines as the
 JSON text aiobs writes. While it is open it is the process's Observability (what
-``aiobs.setup()``, ``aiobs.instrument(app)`` and ``aiobs.track_inference`` use), its tracer
-provider is the global one and the process's logging goes through it; closing it puts all of
-that back as it was. One capture may be open at a time.
+``aiobs.setup()``, ``aiobs.instrument(app)`` and ``aiobs.track_inference`` use), the global
+tracer provider records into it (a module's ``trace.get_tracer(__name__)`` included) and the
+process's logging goes through it; closing it puts all of that back as it was. One capture
+may be open at a time.
 
 The test clients need ``httpx`` (and Starlette): ``pip install 'aiobs[testing]'``.
 """
@@ -30,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -211,9 +213,8 @@ class Capture:
 
     def _make_global(self) -> None:
         obs = self.observability
-        provider = obs.tracer_provider
-        if provider is not None:
-            _GlobalState.set_tracer_provider(provider, done=True)
+        if obs.tracer_provider is not None:
+            _GlobalState.set_tracer_provider(_FOLLOWING_PROVIDER, done=True)
             propagate.set_global_textmap(obs.propagator)
         with _setup._lock:
             _setup._current = obs
@@ -356,6 +357,81 @@ class Capture:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this capture is closed")
+
+
+def _open_provider() -> trace.TracerProvider | None:
+    """The tracer provider of the capture open now, if any."""
+    capture = _active
+    if capture is None or capture.closed:
+        return None
+    return capture.observability.tracer_provider
+
+
+class _FollowingTracer(trace.ProxyTracer):
+    """A tracer that starts each span with the provider of the capture open at that moment
+    (with none open, the global provider of the moment, like the API's proxy): a tracer a
+    module took once with ``trace.get_tracer(__name__)`` records into every capture."""
+
+    _bound: tuple[trace.TracerProvider, trace.Tracer] | None = None
+
+    @property
+    def _tracer(self) -> trace.Tracer:
+        provider = _open_provider()
+        if provider is None:
+            provider = trace.get_tracer_provider()
+            if isinstance(provider, (_FollowingTracerProvider, trace.ProxyTracerProvider)):
+                return self._noop_tracer
+        bound = self._bound
+        if bound is None or bound[0] is not provider:
+            tracer = provider.get_tracer(
+                self._instrumenting_module_name,
+                self._instrumenting_library_version,
+                self._schema_url,
+                self._attributes,
+            )
+            bound = self._bound = (provider, tracer)
+        return bound[1]
+
+
+class _FollowingTracerProvider(TracerProvider):
+    """The global tracer provider while a capture is open, the same object for every
+    capture (the SDK's class, for code that checks for it): its tracers follow whichever
+    capture is open, its other methods go to that capture's provider. Shutting it down is
+    the capture's business (:meth:`Capture.close`)."""
+
+    def __init__(self) -> None:
+        super().__init__(shutdown_on_exit=False)
+
+    def get_tracer(
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Any = None,
+    ) -> trace.Tracer:
+        return _FollowingTracer(
+            instrumenting_module_name, instrumenting_library_version, schema_url, attributes
+        )
+
+    @property
+    def resource(self) -> Resource:
+        provider = _open_provider()
+        return provider.resource if isinstance(provider, TracerProvider) else super().resource
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        provider = _open_provider()
+        if isinstance(provider, TracerProvider):
+            provider.add_span_processor(span_processor)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        provider = _open_provider()
+        return not isinstance(provider, TracerProvider) or provider.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        pass
+
+
+_FOLLOWING_PROVIDER = _FollowingTracerProvider()
 
 
 def _check_not_instrumented(app: Any, allowed: Observability | None = None) -> None:

@@ -16,7 +16,9 @@ import structlog
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 import aiobs
@@ -26,6 +28,7 @@ from aiobs.testing import Capture, Metrics
 
 TOKENS = ["Hello", ",", " world"]
 log = aiobs.get_logger("shop")  # bound before any capture: resolved per call
+tracer = trace.get_tracer("shop")  # likewise: a module's own tracer, taken once
 
 
 class ModelFailed(RuntimeError):
@@ -45,7 +48,8 @@ def make_app() -> FastAPI:
 
     @app.get("/items/{item_id}")
     async def item(item_id: int) -> dict[str, int]:
-        log.info("item_served", item_id=item_id)
+        with tracer.start_as_current_span("look up"):
+            log.info("item_served", item_id=item_id)
         return {"item_id": item_id}
 
     @app.get("/generate")
@@ -139,6 +143,9 @@ def test_logs_hold_the_access_line_and_the_services_own_event(cap: Capture) -> N
     assert event["logger"] == "shop"
     assert event["level"] == "info"
     assert event["trace_id"] == trace_id
+    look_up = cap.span("look up")  # the module's own span, current while it logged
+    assert look_up.context is not None
+    assert event["span_id"] == format(look_up.context.span_id, "016x")
     assert cap.logs("item_served", item_id=4) == []
     assert cap.logs("http_request", status=200, route="/items/{item_id}") == [access]
     assert any('"event":"http_request"' in line for line in cap.log_lines())
@@ -180,7 +187,8 @@ def test_span_names_the_spans_it_saw_when_it_finds_none_or_several(cap: Capture)
     client = cap.test_client()
     client.get("/items/1")
     client.get("/items/2")
-    with pytest.raises(AssertionError, match=r"found 0; spans seen: \['GET /items/\{item_id\}'\]"):
+    seen = r"found 0; spans seen: \['GET /items/\{item_id\}', 'look up'\]"
+    with pytest.raises(AssertionError, match=seen):
         cap.span("GET /missing")
     with pytest.raises(AssertionError, match="found 2"):
         cap.span("GET /items/{item_id}")
@@ -194,14 +202,14 @@ def test_clear_forgets_spans_and_logs_but_not_metrics(cap: Capture) -> None:
     assert cap.spans() == []
     assert cap.logs() == []
     client.get("/items/2")
-    assert len(cap.spans()) == 1
+    assert [span.name for span in cap.spans()] == ["look up", "GET /items/{item_id}"]
     assert len(cap.logs("http_request")) == 1
     assert cap.metrics().value("http_requests_total") == 2
 
 
 def test_the_capture_is_the_process_observability_while_open(cap: Capture) -> None:
     assert aiobs.setup() is cap.observability
-    assert trace.get_tracer_provider() is cap.observability.tracer_provider
+    assert isinstance(trace.get_tracer_provider(), TracerProvider)
     with trace.get_tracer("shop").start_as_current_span("own work"):
         aiobs.get_logger().info("inside")
     (own,) = cap.spans("own work")
@@ -253,12 +261,28 @@ def test_two_captures_one_after_another_are_independent() -> None:
     assert second.registry is not first.registry
     # What the first captured is still readable, and unchanged.
     assert [span.name for span in first.spans()] == [
+        "look up",
         "GET /items/{item_id}",
         "inference llm",
         "GET /generate",
     ]
     assert first.metrics().value("http_requests_total") == 2
     assert {line["service"] for line in first.logs()} == {"first"}
+
+
+def test_a_module_tracer_records_into_each_capture_in_turn() -> None:
+    for service in ("first", "second"):
+        with aiobs.testing.capture(make_app(), service_name=service) as cap:
+            cap.test_client().get("/items/1")
+            look_up = cap.span("look up")
+            assert look_up.resource.attributes["service.name"] == service
+            assert look_up.parent is not None
+            server = cap.span("GET /items/{item_id}")
+            assert server.context is not None
+            assert look_up.parent.span_id == server.context.span_id
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        with tracer.start_as_current_span("no capture open") as span:
+            assert not span.is_recording()
 
 
 def test_one_capture_at_a_time() -> None:
@@ -276,7 +300,7 @@ def test_close_is_idempotent_and_works_without_with() -> None:
     cap.close()
     assert cap.closed
     assert cap.observability.is_shut_down
-    assert [span.name for span in cap.spans()] == ["GET /items/{item_id}"]
+    assert [span.name for span in cap.spans()] == ["look up", "GET /items/{item_id}"]
     with pytest.raises(RuntimeError, match="closed"):
         cap.instrument(make_app())
 
@@ -327,7 +351,8 @@ def test_capture_leaves_the_process_as_it_found_it() -> None:
     with aiobs.testing.capture(make_app()) as cap:
         cap.test_client().get("/generate")
         during = _globals()
-        assert during.provider is cap.observability.tracer_provider
+        assert isinstance(during.provider, TracerProvider)
+        assert during.provider is not before.provider
         assert during.structlog_configured
         assert during.loggers[""] != before.loggers[""]
         assert during.current is cap.observability
@@ -337,12 +362,12 @@ def test_capture_leaves_the_process_as_it_found_it() -> None:
 def test_capture_puts_back_a_services_own_setup() -> None:
     """A process with its own logging, structlog configuration, tracer provider and
     Observability gets each back, even after a capture that failed to start."""
-    from opentelemetry.sdk.trace import TracerProvider
-
     handler = logging.NullHandler()
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     own_provider = TracerProvider()
+    own_spans = InMemorySpanExporter()
+    own_provider.add_span_processor(SimpleSpanProcessor(own_spans))
     saved = _setup._current
     try:
         root.addHandler(handler)
@@ -355,8 +380,14 @@ def test_capture_puts_back_a_services_own_setup() -> None:
             cap.test_client().get("/items/1")
             # The service's structlog configuration is kept, as in production.
             assert cap.logs("item_served") == []
-            assert trace.get_tracer_provider() is cap.observability.tracer_provider
+            with trace.get_tracer("shop").start_as_current_span("own work"):
+                pass
+            assert cap.span("own work")
         _assert_same(before, _globals())
+        assert own_spans.get_finished_spans() == ()  # the capture had them all
+        with tracer.start_as_current_span("after"):  # the module's tracer is back on it
+            pass
+        assert [span.name for span in own_spans.get_finished_spans()] == ["after"]
         served = make_app()
         served.middleware_stack = served.build_middleware_stack()  # as after a request
         with pytest.raises(RuntimeError, match="before the application serves"):
