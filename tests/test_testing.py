@@ -446,3 +446,47 @@ def test_importable_with_the_core_dependencies_only() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'aiobs[testing]'" in done.stdout
+
+
+def test_the_documented_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/testing.md's code, against a service with the routes it calls."""
+    import re
+    import types
+    from pathlib import Path
+
+    def create_app() -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/predict")
+        async def predict(body: dict[str, str]) -> dict[str, str]:
+            with aiobs.inference("resnet50", "v1"):
+                return {"label": body["text"]}
+
+        @app.get("/generate")
+        async def stream() -> StreamingResponse:
+            return StreamingResponse(generate("hi"), media_type="text/plain")
+
+        return app
+
+    package, module = types.ModuleType("myservice"), types.ModuleType("myservice.app")
+    module.create_app = create_app  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "myservice", package)
+    monkeypatch.setitem(sys.modules, "myservice.app", module)
+    text = (Path(__file__).resolve().parent.parent / "docs" / "testing.md").read_text()
+    fixture, factory, async_test = re.findall(r"```python\n(.*?)```", text, re.S)
+    namespace: dict[str, Any] = {}
+    # Run as pytest would: the fixture's generator around each test.
+    exec(fixture.replace("@pytest.fixture\n", ""), namespace)  # noqa: S102
+    exec(async_test.replace("@pytest.mark.anyio\n", ""), namespace)  # noqa: S102
+    for run in (
+        namespace["test_predict_is_observed"],
+        lambda capture: asyncio.run(namespace["test_stream"](capture)),
+    ):
+        telemetry = namespace["telemetry"]()
+        run(next(telemetry))
+        with pytest.raises(StopIteration):
+            next(telemetry)
+    exec(factory, namespace)  # noqa: S102
+    capture = namespace["capture"]
+    assert capture.closed
+    assert capture.app is not None
