@@ -169,6 +169,7 @@ class Capture:
         global _active
         if app is not None:
             _check_not_instrumented(app)
+        saved = _GlobalState.save()
         with _active_lock:
             if _active is not None:
                 raise RuntimeError(
@@ -184,7 +185,7 @@ class Capture:
         """Where exported spans land (read them with :meth:`spans`)."""
         self._log_buffer = _LogBuffer()
         self._closed = False
-        self._saved = _GlobalState.save()
+        self._saved = saved
         try:
             self.observability = Observability(
                 settings,
@@ -198,7 +199,12 @@ class Capture:
             if app is not None:
                 self.instrument(app)
         except BaseException:
-            self._release()
+            try:
+                if hasattr(self, "observability"):
+                    self.observability.uninstall()
+                    self.observability.shutdown(timeout=SHUTDOWN_TIMEOUT)
+            finally:
+                self._release()
             raise
 
     # --- set-up ---------------------------------------------------------------------------

@@ -183,6 +183,14 @@ async def test_the_async_client_calls_the_captured_app(cap: Capture) -> None:
     assert cap.metrics().value("ai_inference_total", model="llm") == 1
 
 
+def test_the_lifespan_ends_with_the_shutdown_and_what_was_captured_stays(cap: Capture) -> None:
+    with cap.test_client() as client:
+        client.get("/generate")
+    assert cap.observability.is_shut_down
+    assert [span.name for span in cap.spans()] == ["inference llm", "GET /generate"]
+    assert len(cap.logs("http_request")) == 1
+
+
 def test_span_names_the_spans_it_saw_when_it_finds_none_or_several(cap: Capture) -> None:
     client = cap.test_client()
     client.get("/items/1")
