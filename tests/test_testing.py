@@ -74,6 +74,10 @@ def _hex_trace_id(span: ReadableSpan) -> str:
     return format(span.context.trace_id, "032x")
 
 
+def test_the_public_surface_is_pinned() -> None:
+    assert aiobs.testing.__all__ == ["Capture", "Metrics", "capture"]
+
+
 def test_a_request_makes_a_server_span_and_an_inference_child(cap: Capture) -> None:
     response = cap.test_client().get("/generate")
     assert response.text == "".join(TOKENS)
