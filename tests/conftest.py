@@ -1,47 +1,45 @@
-"""Shared fixtures: an Observability built on real components (a fresh CollectorRegistry,
-the SDK's in-memory span exporter, a log stream) and an ASGI client for an app."""
+"""Shared fixtures: an Observability built on real components by ``aiobs.testing`` (a fresh
+CollectorRegistry, the SDK's in-memory span exporter, the log lines) and an ASGI client."""
 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
 
-from aiobs import Observability, Settings
+from aiobs import Settings
+from aiobs.testing import Capture
 
 
 class Harness:
-    """One Observability with handles on everything it writes."""
+    """One capture (``aiobs.testing``) read by the names the suite's tests use."""
 
     def __init__(self, settings: Settings) -> None:
-        self.registry = CollectorRegistry()
-        self.exporter = InMemorySpanExporter()
-        self.stream = io.StringIO()
-        self.obs = Observability(
-            settings,
-            registry=self.registry,
-            span_exporter=self.exporter,
-            log_stream=self.stream,
-            environ={},
-        )
+        self.capture = Capture(settings)
+        self.obs = self.capture.observability
+        self.registry = self.capture.registry
 
     def spans(self) -> list[ReadableSpan]:
-        self.obs.force_flush()
-        return list(self.exporter.get_finished_spans())
+        return self.capture.spans()
 
     def log_lines(self) -> list[dict[str, Any]]:
-        self.obs._log_sink.flush(5)
-        return [json.loads(line) for line in self.stream.getvalue().splitlines()]
+        return self.capture.logs()
+
+    @property
+    def stream(self) -> io.StringIO:
+        """The log output as text."""
+        return io.StringIO("".join(line + "\n" for line in self.capture.log_lines()))
 
     def sample(self, name: str, **labels: str) -> float | None:
+        """One series, all of its labels given (``Capture.metrics().value`` sums instead)."""
         return self.registry.get_sample_value(name, labels)
+
+    def close(self) -> None:
+        self.capture.close()
 
 
 @pytest.fixture
@@ -51,14 +49,12 @@ def make_harness() -> Iterator[Callable[..., Harness]]:
     def make(**settings: Any) -> Harness:
         settings.setdefault("service_name", "test-svc")
         harness = Harness(Settings.load(settings, environ={}))
-        harness.obs.install()
         made.append(harness)
         return harness
 
     yield make
-    for harness in made:
-        harness.obs.uninstall()
-        harness.obs.shutdown(timeout=2)
+    for harness in reversed(made):
+        harness.close()
 
 
 @pytest.fixture

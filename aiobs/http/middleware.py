@@ -100,6 +100,9 @@ class ObservabilityMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
+        if scope_type in ("http", "websocket"):
+            # FastAPI's own mark for its mounted apps: none opens a second server span.
+            scope.setdefault("fastapi.telemetry", None)
         if scope_type == "http":
             path = scope["path"]
             root_path = scope.get("root_path", "")

@@ -33,14 +33,12 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 async def served(model_dir: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Harness]]:
     harness = Harness(Settings.load({"service_name": "aiobs-demo"}, environ={}))
-    harness.obs.install()
     try:
         app = create_app(settings_for(model_dir), observability=harness.obs)
         async with running(app), client_for(app) as client:
             yield client, harness
     finally:
-        harness.obs.uninstall()
-        harness.obs.shutdown(timeout=2)
+        harness.close()
 
 
 def _raw(values: np.ndarray) -> str:
