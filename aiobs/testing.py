@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from opentelemetry import propagate, trace
@@ -48,7 +48,13 @@ from aiobs._settings import Settings
 
 if TYPE_CHECKING:
     import httpx
+    from starlette.applications import Starlette
     from starlette.testclient import TestClient
+    from typing_extensions import Unpack
+
+    from aiobs._settings import SettingsOptions
+
+    AppT = TypeVar("AppT", bound=Starlette)
 
 __all__ = ["Capture", "Metrics", "capture"]
 
@@ -75,7 +81,10 @@ _active: Capture | None = None
 
 
 def capture(
-    app: Any = None, *, environ: Mapping[str, str] | None = None, **settings: Any
+    app: Starlette | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    **settings: Unpack[SettingsOptions],
 ) -> Capture:
     """Open a :class:`Capture`: an Observability on in-memory outputs, installed for the
     process until :meth:`Capture.close` (or the end of a ``with`` block).
@@ -165,7 +174,7 @@ class Capture:
     Build it with :func:`capture`; usable as a context manager or as a plain object.
     """
 
-    def __init__(self, settings: Settings, app: Any = None) -> None:
+    def __init__(self, settings: Settings, app: Starlette | None = None) -> None:
         global _active
         if app is not None:
             _check_not_instrumented(app)
@@ -208,7 +217,7 @@ class Capture:
             raise
 
     # --- set-up ---------------------------------------------------------------------------
-    def instrument(self, app: Any) -> Any:
+    def instrument(self, app: AppT) -> AppT:
         """Instrument ``app`` (FastAPI or Starlette, not yet serving) with this capture's
         Observability and make it the app the clients call; returns ``app``."""
         self._check_open()

@@ -6,6 +6,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import aiobs
+import aiobs.ops
+import aiobs.testing
 
 app = FastAPI()
 aiobs.instrument(app, servce_name="x")  # error: unexpected keyword
@@ -16,3 +18,5 @@ aiobs.instrument(object())  # error: not an app
 obs = aiobs.setup()
 obs.settings = aiobs.Settings()  # error: read-only
 obs.inference("m", batch_size="8")  # error: str for an int
+aiobs.testing.capture(app, servce_name="x")  # error: unexpected keyword
+aiobs.ops.RulesConfig(job=3)  # error: int for a str

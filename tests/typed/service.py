@@ -15,6 +15,15 @@ from starlette.applications import Starlette
 import aiobs
 from aiobs import catalog, multiprocess
 from aiobs.logging import add_trace_ids, processors
+from aiobs.ops import (
+    DashboardsConfig,
+    DeployConfig,
+    RulesConfig,
+    dashboard_files,
+    manifest_files,
+    rule_files,
+)
+from aiobs.testing import Capture, Metrics, capture
 
 app = FastAPI()
 settings = aiobs.Settings(service_name="typed-svc", sampler="parentbased_traceidratio")
@@ -83,3 +92,26 @@ def bad_setting() -> None:
 
 middleware = aiobs.ObservabilityMiddleware(app, obs)
 flushed: bool = obs.force_flush(1.0) and obs.shutdown(1.0)
+
+
+def generated_files() -> dict[str, str]:
+    rules = RulesConfig(job="typed-svc", namespace="prod", slo_target=0.999)
+    dashboards = DashboardsConfig(job="typed-svc", uid_prefix="typed")
+    return {
+        **rule_files(rules),
+        **dashboard_files(config=dashboards),
+        **manifest_files(deploy=DeployConfig(namespace="prod"), rules=rules),
+    }
+
+
+def test_the_service() -> None:
+    captured: Capture
+    with capture(FastAPI(), service_name="typed-svc", tracing=True) as captured:
+        response = captured.test_client().get("/stream", params={"prompt": "hi"})
+        metrics: Metrics = captured.metrics()
+        count: float | None = metrics.value("http_requests_total", route="/stream")
+        spans = [span.name for span in captured.spans()]
+        events = captured.logs("http_request", status=response.status_code)
+        assert count is not None
+        assert spans
+        assert events

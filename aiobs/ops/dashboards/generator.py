@@ -1,6 +1,6 @@
 """``aiobs dashboards generate --out DIR`` and ``aiobs dashboards check``: the Grafana
-dashboards as code (grafanalib, the ``aiobs[dashboards]`` extra). Only the CLI imports this
-module, lazily; the core library never imports grafanalib."""
+dashboards as code (grafanalib, the ``aiobs[dashboards]`` extra, imported when a dashboard is
+rendered). Part of :mod:`aiobs.ops`: the runtime never imports it."""
 
 from __future__ import annotations
 
