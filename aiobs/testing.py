@@ -186,48 +186,71 @@ class Capture:
                     "(one capture at a time per process)"
                 )
             _active = self
-        self.settings = settings
-        self.app: Any = None
-        self.registry = CollectorRegistry()
-        """The registry the capture's metrics are registered on."""
-        self.exporter = InMemorySpanExporter()
-        """Where exported spans land (read them with :meth:`spans`)."""
+        self._settings = settings
+        self._target: Any = None
+        self._registry = CollectorRegistry()
+        self._exporter = InMemorySpanExporter()
         self._log_buffer = _LogBuffer()
         self._closed = False
         self._saved = saved
         try:
-            self.observability = Observability(
+            self._observability = Observability(
                 settings,
-                registry=self.registry,
-                span_exporter=self.exporter,
+                registry=self._registry,
+                span_exporter=self._exporter,
                 log_stream=self._log_buffer,
                 environ={},
             )
-            self.observability.install()
+            self._observability.install()
             self._make_global()
             if app is not None:
                 self.instrument(app)
         except BaseException:
             try:
-                if hasattr(self, "observability"):
-                    self.observability.uninstall()
-                    self.observability.shutdown(timeout=SHUTDOWN_TIMEOUT)
+                if hasattr(self, "_observability"):
+                    self._observability.uninstall()
+                    self._observability.shutdown(timeout=SHUTDOWN_TIMEOUT)
             finally:
                 self._release()
             raise
+
+    @property
+    def settings(self) -> Settings:
+        """The capture's settings."""
+        return self._settings
+
+    @property
+    def observability(self) -> Observability:
+        """The capture's :class:`aiobs.Observability` (the process's while it is open)."""
+        return self._observability
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry the capture's metrics are registered on."""
+        return self._registry
+
+    @property
+    def exporter(self) -> InMemorySpanExporter:
+        """Where exported spans land (read them with :meth:`spans`)."""
+        return self._exporter
+
+    @property
+    def app(self) -> Any:
+        """The app the clients call (None until one is given)."""
+        return self._target
 
     # --- set-up ---------------------------------------------------------------------------
     def instrument(self, app: AppT) -> AppT:
         """Instrument ``app`` (FastAPI or Starlette, not yet serving) with this capture's
         Observability and make it the app the clients call; returns ``app``."""
         self._check_open()
-        _check_not_instrumented(app, self.observability)
-        _setup.instrument(app, observability=self.observability)
-        self.app = app
+        _check_not_instrumented(app, self._observability)
+        _setup.instrument(app, observability=self._observability)
+        self._target = app
         return app
 
     def _make_global(self) -> None:
-        obs = self.observability
+        obs = self._observability
         if obs.tracer_provider is not None:
             _GlobalState.set_tracer_provider(_FOLLOWING_PROVIDER, done=True)
             propagate.set_global_textmap(obs._propagator)
@@ -238,7 +261,7 @@ class Capture:
     def spans(self, name: str | None = None) -> list[ReadableSpan]:
         """The finished spans exported so far, oldest first (those named ``name`` only)."""
         self._flush_spans()
-        spans = list(self.exporter.get_finished_spans())
+        spans = list(self._exporter.get_finished_spans())
         return spans if name is None else [span for span in spans if span.name == name]
 
     def span(self, name: str) -> ReadableSpan:
@@ -255,14 +278,14 @@ class Capture:
 
     def metrics(self) -> Metrics:
         """What ``/metrics`` serves now (the OpenMetrics rendering), parsed."""
-        registry = self.observability.exposition_registry()
+        registry = self._observability.exposition_registry()
         text = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
         return Metrics.parse(text.decode("utf-8"))
 
     def log_lines(self) -> list[str]:
         """Every log line written so far, as text (JSON objects unless
         ``log_format="console"``)."""
-        self.observability._log_sink.flush(FLUSH_TIMEOUT)
+        self._observability._log_sink.flush(FLUSH_TIMEOUT)
         return self._log_buffer.text().splitlines()
 
     def logs(self, event: str | None = None, **fields: Any) -> list[dict[str, Any]]:
@@ -287,8 +310,8 @@ class Capture:
         """Forget the spans and log lines captured so far. Metrics keep their values
         (Prometheus counters only go up): compare before and after instead."""
         self._flush_spans()
-        self.observability._log_sink.flush(FLUSH_TIMEOUT)
-        self.exporter.clear()
+        self._observability._log_sink.flush(FLUSH_TIMEOUT)
+        self._exporter.clear()
         self._log_buffer.clear()
 
     # --- clients --------------------------------------------------------------------------
@@ -321,11 +344,11 @@ class Capture:
         )
 
     def _app(self) -> Any:
-        if self.app is None:
+        if self._target is None:
             raise RuntimeError(
                 "no app captured: pass it to aiobs.testing.capture(app) or Capture.instrument(app)"
             )
-        return self.app
+        return self._target
 
     # --- closing --------------------------------------------------------------------------
     @property
@@ -339,9 +362,9 @@ class Capture:
             return
         try:
             self._flush_spans()
-            self.observability.uninstall()
-            self.observability.shutdown(timeout=SHUTDOWN_TIMEOUT)
-            self.observability._log_sink.flush(FLUSH_TIMEOUT)
+            self._observability.uninstall()
+            self._observability.shutdown(timeout=SHUTDOWN_TIMEOUT)
+            self._observability._log_sink.flush(FLUSH_TIMEOUT)
         finally:
             self._release()
 
@@ -365,7 +388,7 @@ class Capture:
         self.close()
 
     def _flush_spans(self) -> None:
-        provider = self.observability.tracer_provider
+        provider = self._observability.tracer_provider
         if not self._closed and isinstance(provider, TracerProvider):
             provider.force_flush(int(FLUSH_TIMEOUT * 1000))
 
