@@ -586,7 +586,8 @@ def running(pid: int) -> bool:
 
 
 def scrape(client: httpx.Client, base: str) -> dict[str, float]:
-    text = client.get(f"{base}/metrics", timeout=10).raise_for_status().text
+    # A scrape may reach a worker as it is recycled, as the load does: sent again.
+    text = get_with_retries(client, f"{base}/metrics", time.monotonic() + 10).text
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
