@@ -3,7 +3,9 @@ the exporter built from the settings uses it."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,10 +29,12 @@ from opentelemetry.trace import (
     TraceState,
     set_span_in_context,
 )
+from prometheus_client import CollectorRegistry
 
 from aiobs import Settings
-from aiobs.tracing.otlp import FastOTLPSpanExporter, encode_request
-from aiobs.tracing.provider import build_exporter
+from aiobs.metrics.instruments import Instruments
+from aiobs.tracing.otlp import EncodedSpan, FastOTLPSpanExporter, encode_request
+from aiobs.tracing.provider import build_exporter, build_tracer_provider
 from tests.support.otlp_receiver import OtlpReceiver, decode
 
 REMOTE_PARENT = SpanContext(
@@ -200,3 +204,77 @@ def test_unencodable_values_raise_for_the_fallback(value: object) -> None:
 
     with pytest.raises(TypeError):
         _any_value(value)
+
+
+# --- spans queued as their bytes ----------------------------------------------------------
+
+
+def test_pre_encoded_spans_encode_to_the_same_request() -> None:
+    """The processor queues EncodedSpans (bytes, resource, scope): the request built from them,
+    alone or mixed with SDK spans, is the SDK's message."""
+    spans = _spans()
+    exporter = _exporter("http://127.0.0.1:9")
+    queued = [exporter.pre_encode(span) for span in spans]
+    assert all(isinstance(item, EncodedSpan) for item in queued)
+    mixed = [queued[i] if i % 2 else span for i, span in enumerate(spans)]
+    for batch in (queued, mixed):
+        assert ExportTraceServiceRequest.FromString(encode_request(batch)) == encode_spans(spans)
+    exporter.shutdown()
+
+
+def test_the_batch_processor_holds_bytes_not_the_sdks_spans() -> None:
+    """Between their end and their batch's export, spans are held as EncodedSpans: the SDK's
+    span objects are freed at once (so they do not feed the cyclic garbage collector), and the
+    collector receives what the SDK would have sent."""
+    with OtlpReceiver() as receiver:
+        settings = Settings.load(
+            {"span_schedule_delay_ms": 60_000, "span_batch_size": 512, "service_name": "svc"},
+            environ={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint},
+        )
+        registry = CollectorRegistry()
+        provider = build_tracer_provider(settings, Instruments(registry, None))
+        tracer = provider.get_tracer("aiobs")
+        ended = []
+        for index in range(20):
+            with tracer.start_as_current_span(f"span {index}") as span:
+                span.set_attribute("index", index)
+            ended.append(weakref.ref(span))
+        del span  # the test's own reference to the last one
+        processor = provider._active_span_processor._span_processors[0]
+        queue = processor._batch_processor._queue
+        assert len(queue) == 20
+        assert all(isinstance(item, EncodedSpan) for item in queue)
+        gc.collect()
+        assert [ref for ref in ended if ref() is not None] == []
+        assert provider.force_flush(10_000)
+        received = receiver.spans
+        provider.shutdown()
+    assert sorted(span.name for span in received) == sorted(f"span {i}" for i in range(20))
+    assert registry.get_sample_value("aiobs_spans_exported_total") == 20
+
+
+def test_a_span_that_cannot_be_pre_encoded_is_queued_as_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiobs.tracing import otlp
+
+    span = _spans()[0]
+    exporter = _exporter("http://127.0.0.1:9")
+
+    def fail(_span: ReadableSpan) -> bytes:
+        raise TypeError("cannot encode attribute value of type object")
+
+    monkeypatch.setattr(otlp, "encode_span", fail)
+    assert exporter.pre_encode(span) is span
+    exporter.shutdown()
+
+
+def test_pre_encoded_spans_without_the_direct_path_fail_and_say_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exporter = _exporter("http://127.0.0.1:9")
+    queued = [exporter.pre_encode(span) for span in _spans()]
+    exporter.shutdown()
+    with caplog.at_level(logging.WARNING, logger="aiobs.tracing"):
+        assert exporter.export(queued) is SpanExportResult.FAILURE
+    assert "encoded for the direct export" in caplog.text

@@ -7,7 +7,7 @@ import logging
 import os
 import traceback
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -133,9 +133,17 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
 
     The queue is the SDK's (oldest span dropped first); only the count is added. The test
     suite pins that drops are counted, so an SDK change that moves the queue fails CI.
+    ``pre_encode`` (the direct OTLP exporter's) turns each ended span into what is queued in
+    its place.
     """
 
-    def __init__(self, exporter: SpanExporter, settings: Settings, instruments: Instruments):
+    def __init__(
+        self,
+        exporter: SpanExporter,
+        settings: Settings,
+        instruments: Instruments,
+        pre_encode: Callable[[ReadableSpan], Any] | None = None,
+    ):
         super().__init__(
             exporter,
             max_queue_size=settings.span_queue_size,
@@ -146,13 +154,17 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         self._capacity = settings.span_queue_size
         self._dropped = instruments.spans_dropped
         self._queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
+        self._pre_encode = pre_encode
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
+        if context is None or not context.trace_flags.sampled:
+            return
         queue = self._queue
-        sampled = context is not None and context.trace_flags.sampled
-        if sampled and queue is not None and len(queue) >= self._capacity:
+        if queue is not None and len(queue) >= self._capacity:
             self._dropped.inc()
+        if self._pre_encode is not None:
+            span = self._pre_encode(span)
         super().on_end(span)
 
 
@@ -199,7 +211,10 @@ def build_tracer_provider(
     exporter = exporter if exporter is not None else build_exporter(settings)
     if exporter is not None:
         counted = CountingSpanExporter(exporter, instruments)
-        provider.add_span_processor(CountingBatchSpanProcessor(counted, settings, instruments))
+        pre_encode = getattr(exporter, "pre_encode", None)
+        provider.add_span_processor(
+            CountingBatchSpanProcessor(counted, settings, instruments, pre_encode)
+        )
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     return provider
