@@ -29,6 +29,7 @@ from aiobs.ops.config import (
     resolve,
 )
 from aiobs.ops.dashboards.generator import render
+from aiobs.ops.files import stale_files, write_files
 from aiobs.ops.rules.config import RulesConfig
 from aiobs.ops.rules.generator import _Dumper, rule_groups
 
@@ -140,12 +141,8 @@ def files(
 def stale(directory: Path = BASE, generated: dict[str, str] | None = None) -> list[str]:
     """The generated files under ``directory`` that differ from ``generated`` (by default what
     the generators give for the demo)."""
-    result = []
-    for name, text in (files() if generated is None else generated).items():
-        path = directory / name
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            result.append(str(path))
-    return result
+    generated = files() if generated is None else generated
+    return [str(path) for path in stale_files(directory, generated)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,9 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     if arguments.command == "generate":
-        arguments.dir.mkdir(parents=True, exist_ok=True)
-        for name, text in generated.items():
-            (arguments.dir / name).write_text(text, encoding="utf-8")
+        write_files(arguments.dir, generated)
         return 0
     found = stale(arguments.dir, generated)
     for path in found:

@@ -19,6 +19,7 @@ from aiobs.ops.config import (
     load_file,
     resolve,
 )
+from aiobs.ops.files import stale_files, write_files
 
 DEFAULT_JOB = DashboardsConfig.job
 DEFAULT_DATASOURCE = DashboardsConfig.datasource
@@ -140,18 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     if arguments.command == "generate":
-        arguments.out.mkdir(parents=True, exist_ok=True)
-        for name, text in files.items():
-            (arguments.out / name).write_text(text, encoding="utf-8")
-            print(arguments.out / name)
+        for path in write_files(arguments.out, files):
+            print(path)
         return 0
-    stale = []
-    for name, text in files.items():
-        path = arguments.dir / name
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            stale.append(name)
-    for name in stale:
-        print(f"stale: {arguments.dir / name}", file=sys.stderr)
+    stale = stale_files(arguments.dir, files)
+    for path in stale:
+        print(f"stale: {path}", file=sys.stderr)
     if stale:
         print("regenerate: aiobs dashboards generate --out dashboards", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from aiobs.ops.config import OptionError, add_options, load_file, resolve
+from aiobs.ops.files import stale_files, write_files
 from aiobs.ops.rules.config import RulesConfig
 from aiobs.ops.rules.groups import GROUPS, Group
 
@@ -59,21 +60,6 @@ def rule_files(config: RulesConfig | None = None) -> dict[str, str]:
     }
 
 
-def _write(directory: Path, files: dict[str, str]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        (directory / name).write_text(text, encoding="utf-8")
-
-
-def _stale(directory: Path, files: dict[str, str]) -> list[str]:
-    stale = []
-    for name, text in files.items():
-        path = directory / name
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            stale.append(str(path))
-    return stale
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiobs rules", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,9 +93,9 @@ def main(argv: Sequence[str]) -> int:
         return 0
     files = rule_files(config)
     if arguments.command == "generate":
-        _write(arguments.dir, files)
+        write_files(arguments.dir, files)
         return 0
-    stale = _stale(arguments.dir, files)
+    stale = stale_files(arguments.dir, files)
     for path in stale:
         print(f"aiobs rules: {path} is stale; run `aiobs rules generate`", file=sys.stderr)
     return 1 if stale else 0
