@@ -272,3 +272,47 @@ def test_access_line_formats_exactly_as_the_encoder_would() -> None:
     assert parsed.keys() == json.loads(direct).keys()
     assert "trace_id" not in json.loads(unsampled)
     assert json.loads(unsampled)["level"] == "info"
+
+
+def test_bound_values_read_as_structlog_reads_them() -> None:
+    """aiobs reads the values bound with ``structlog.contextvars`` from structlog's registry of
+    variables, not from a copy of the whole context: the same values in every case structlog
+    has (bound, unbound, restored, cleared, another task's context, a fresh thread)."""
+    import asyncio
+    import contextvars
+
+    from aiobs.logs.pipeline import bound_contextvars
+
+    def same() -> dict[str, object]:
+        ours = bound_contextvars()
+        assert ours == structlog.contextvars.get_contextvars()
+        return ours
+
+    cv = structlog.contextvars
+    try:
+        assert same() == {}
+        tokens = cv.bind_contextvars(request_id="r-1", user="u")
+        assert same() == {"request_id": "r-1", "user": "u"}
+        cv.unbind_contextvars("user")
+        assert same() == {"request_id": "r-1"}
+        with cv.bound_contextvars(request_id="inner", model="m"):
+            assert same() == {"request_id": "inner", "model": "m"}
+        assert same() == {"request_id": "r-1"}
+        elsewhere = contextvars.Context().run(same)
+        assert elsewhere == {}
+        seen: list[dict[str, object]] = []
+        thread = threading.Thread(target=lambda: seen.append(same()))
+        thread.start()
+        thread.join()
+        assert seen == [{}]
+
+        async def task() -> dict[str, object]:
+            cv.bind_contextvars(step="decode")
+            return same()
+
+        assert asyncio.run(task()) == {"request_id": "r-1", "step": "decode"}
+        assert same() == {"request_id": "r-1"}
+        cv.reset_contextvars(**tokens)
+        assert same() == {}
+    finally:
+        cv.clear_contextvars()
