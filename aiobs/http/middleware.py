@@ -29,6 +29,7 @@ from aiobs._observability import Observability
 from aiobs.http.endpoints import Endpoints, Message, Receive, Scope, Send
 from aiobs.http.routes import route_template
 from aiobs.logs.pipeline import SPAN_CONTEXT_ATTRIBUTE, route_server_loggers
+from aiobs.metrics.exemplars import Exemplars
 from aiobs.tracing.provider import propagation_headers, record_error
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -86,7 +87,9 @@ class ObservabilityMiddleware:
             name.lower().encode("latin-1") for name in propagation_headers(settings)
         )
         self._public_edge = settings.public_edge
-        self._exemplars = settings.exemplars and not settings.multiprocess_dir
+        self._exemplars = (
+            Exemplars() if settings.exemplars and not settings.multiprocess_dir else None
+        )
         self._requests = instruments.http_requests
         self._duration = instruments.http_duration
         self._first_byte = instruments.http_first_byte
@@ -174,7 +177,8 @@ class ObservabilityMiddleware:
             error = exc
             raise
         finally:
-            duration = (last_byte or time.perf_counter()) - started
+            ended = last_byte or time.perf_counter()
+            duration = ended - started
             self._in_flight.dec()
             if disconnected or isinstance(error, asyncio.CancelledError):
                 status = CLIENT_CLOSED_REQUEST
@@ -185,9 +189,9 @@ class ObservabilityMiddleware:
             if route != catalog.UNMATCHED_ROUTE:
                 route = self._bound_route(catalog.HTTP_REQUESTS.name, catalog.ROUTE, route)
             context = server_span.get_span_context()
-            self._record(method, route, status, duration, context)
+            self._record(method, route, status, duration, context, ended)
             if first_byte:
-                self._record_first_byte(method, route, first_byte - started, context)
+                self._record_first_byte(method, route, first_byte - started, context, ended)
             if failure is not None:
                 if span is not None and span.is_recording():
                     record_error(span, failure)
@@ -230,7 +234,7 @@ class ObservabilityMiddleware:
         )
 
     def _record(
-        self, method: str, route: str, status: int, duration: float, context: Any
+        self, method: str, route: str, status: int, duration: float, context: Any, now: float
     ) -> None:
         key = (method, route, str(status))
         counter = self._request_children.get(key)
@@ -240,18 +244,20 @@ class ObservabilityMiddleware:
         histogram = self._duration_children.get(key[:2])
         if histogram is None:
             histogram = self._duration_children[key[:2]] = self._duration.labels(method, route)
-        self._observe_with_exemplar(histogram, duration, context)
+        self._observe_histogram(histogram, duration, context, now)
 
-    def _record_first_byte(self, method: str, route: str, seconds: float, context: Any) -> None:
+    def _record_first_byte(
+        self, method: str, route: str, seconds: float, context: Any, now: float
+    ) -> None:
         histogram = self._first_byte_children.get((method, route))
         if histogram is None:
             histogram = self._first_byte.labels(method, route)
             self._first_byte_children[(method, route)] = histogram
-        self._observe_with_exemplar(histogram, seconds, context)
+        self._observe_histogram(histogram, seconds, context, now)
 
-    def _observe_with_exemplar(self, histogram: Any, seconds: float, context: Any) -> None:
-        if self._exemplars and context.trace_flags.sampled:
-            histogram.observe(seconds, {"trace_id": format(context.trace_id, "032x")})
+    def _observe_histogram(self, histogram: Any, seconds: float, context: Any, now: float) -> None:
+        if self._exemplars is not None:
+            self._exemplars.observe(histogram, seconds, context, now)
         else:
             histogram.observe(seconds)
 
