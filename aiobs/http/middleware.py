@@ -21,7 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link
 
 from aiobs import catalog
 from aiobs._inference import RequestClock, current_request
@@ -31,6 +31,7 @@ from aiobs.http.routes import route_template
 from aiobs.logs.pipeline import SPAN_CONTEXT_ATTRIBUTE, route_server_loggers
 from aiobs.metrics.exemplars import Exemplars
 from aiobs.tracing.provider import propagation_headers, record_error
+from aiobs.tracing.server_span import ServerSpans
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -81,7 +82,8 @@ class ObservabilityMiddleware:
         self.obs = observability
         settings = observability.settings
         instruments = observability._instruments
-        self._tracer = observability.tracer if settings.instrumentation == "aiobs" else None
+        tracer = observability.tracer if settings.instrumentation == "aiobs" else None
+        self._spans = ServerSpans(tracer) if tracer is not None else None
         self._propagator = observability._propagator
         self._propagation_fields = frozenset(
             name.lower().encode("latin-1") for name in propagation_headers(settings)
@@ -132,7 +134,7 @@ class ObservabilityMiddleware:
         server_span = trace.get_current_span()
         span = None
         token = None
-        if self._tracer is not None and not server_span.get_span_context().is_valid:
+        if self._spans is not None and not server_span.get_span_context().is_valid:
             span = server_span = self._start_span(scope, method)
             token = otel_context.attach(trace.set_span_in_context(span))
         status = 0
@@ -208,7 +210,7 @@ class ObservabilityMiddleware:
             current_request.reset(clock_token)
 
     def _start_span(self, scope: Scope, method: str) -> trace.Span:
-        assert self._tracer is not None
+        assert self._spans is not None
         headers = scope["headers"]
         fields = self._propagation_fields
         if any(name in fields for name, _ in headers):
@@ -221,17 +223,12 @@ class ObservabilityMiddleware:
             caller = trace.get_current_span(parent).get_span_context()
             links = [Link(caller)] if caller.is_valid else None
             parent = Context()
-        return self._tracer.start_span(
-            method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
-                catalog.ATTR_HTTP_METHOD: method,
-                catalog.ATTR_URL_PATH: scope["path"],
-                catalog.ATTR_URL_SCHEME: scope.get("scheme", "http"),
-            },
-            links=links,
-        )
+        attributes = {
+            catalog.ATTR_HTTP_METHOD: method,
+            catalog.ATTR_URL_PATH: scope["path"],
+            catalog.ATTR_URL_SCHEME: scope.get("scheme", "http"),
+        }
+        return self._spans.start(method, parent, attributes, links)
 
     def _record(
         self, method: str, route: str, status: int, duration: float, context: Any, now: float
@@ -261,18 +258,19 @@ class ObservabilityMiddleware:
         else:
             histogram.observe(seconds)
 
-    def _end_span(self, span: Any, route: str, status: int, error: Exception | None) -> None:
-        if span.is_recording():
-            if route != catalog.UNMATCHED_ROUTE:  # semantic conventions: no route, no suffix
-                span.update_name(f"{span.name} {route}")
-                span.set_attribute(catalog.ATTR_HTTP_ROUTE, route)
-            span.set_attribute(catalog.ATTR_HTTP_STATUS, status)
-            if error is not None or 500 <= status < 600:
-                span.set_attribute(
-                    catalog.ATTR_ERROR_TYPE, type(error).__name__ if error else str(status)
-                )
-                span.set_status(Status(StatusCode.ERROR))
-        span.end()
+    def _end_span(
+        self, span: trace.Span, route: str, status: int, error: Exception | None
+    ) -> None:
+        assert self._spans is not None
+        attributes: dict[str, str | int] = {catalog.ATTR_HTTP_STATUS: status}
+        name = None
+        if route != catalog.UNMATCHED_ROUTE:  # semantic conventions: no route, no suffix
+            name = f"{span.name} {route}"  # type: ignore[attr-defined]  # an SDK span
+            attributes[catalog.ATTR_HTTP_ROUTE] = route
+        failed = error is not None or 500 <= status < 600
+        if failed:
+            attributes[catalog.ATTR_ERROR_TYPE] = type(error).__name__ if error else str(status)
+        self._spans.finish(span, name, attributes, failed)
 
     # --- lifespan ----------------------------------------------------------------------
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -1,0 +1,234 @@
+"""A request's server span on the SDK, with less work per request than ``Tracer.start_span``.
+
+The span is the SDK's own ``Span`` class, started and ended by the SDK's ``start`` and ``end``:
+the tracer provider's sampler, id generator, span limits and processors (users' included) all
+see it as they see any span. What is left out is work the server span does not need: the
+generic argument handling of ``start_span``, a second cleaning of attributes whose types
+aiobs knows (strings and integers, cleaned by the SDK whenever a length limit is set or a
+sampler changed them), one lock per attribute set at the end, and the read-only copy the SDK
+makes for its processors when a span ends (an ended span no longer changes; processors get the
+span itself, which is a ``ReadableSpan``).
+
+The lean path reaches into the SDK (``_Span``'s fields, the tracer's sampler and limits), so
+:class:`ServerSpans` takes it only where :func:`lean_tracer` found the shape it was written
+against, checked field by field against a span the SDK built; otherwise spans are started
+with ``Tracer.start_span`` and finished through the public ``Span`` methods.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceFlags
+
+_log = logging.getLogger("aiobs.tracing")
+
+_UNSET = Status(StatusCode.UNSET)
+_ERROR = Status(StatusCode.ERROR)
+_FLAGS = {
+    (sampled, random): TraceFlags(
+        (TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+        | (TraceFlags.RANDOM_TRACE_ID if random else 0)
+    )
+    for sampled in (False, True)
+    for random in (False, True)
+}
+_SERVER = SpanKind.SERVER
+
+
+class ServerSpan(sdk_trace._Span):
+    """The SDK's span, built by :meth:`ServerSpans.start`; an ended one is its own read-only
+    view (its fields no longer change once ``end`` has run)."""
+
+    _attributes: BoundedAttributes
+
+    def _readable_span(self) -> sdk_trace.ReadableSpan:
+        return self
+
+
+class ServerSpans:
+    """Starts and finishes the server spans of one tracer."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self._tracer = tracer
+        self._lean = lean_tracer(tracer)
+
+    @property
+    def lean(self) -> bool:
+        """Whether spans take the lean path (the SDK has the shape it was written against)."""
+        return self._lean is not None
+
+    def start(
+        self,
+        name: str,
+        context: Context,
+        attributes: dict[str, str],
+        links: Sequence[Link] | None = None,
+    ) -> trace.Span:
+        """A started ``SERVER`` span, child of the span in ``context`` if any; ``attributes``
+        (string values) go to the sampler and onto the span."""
+        tracer = self._lean
+        if tracer is None or not tracer._is_enabled():
+            return self._tracer.start_span(
+                name, context=context, kind=_SERVER, attributes=attributes, links=links
+            )
+        links = links or ()
+        ids = tracer.id_generator
+        parent: trace.SpanContext | None = trace.get_current_span(context).get_span_context()
+        if parent is not None and parent.is_valid:
+            trace_id = parent.trace_id
+            random = parent.trace_flags.random_trace_id
+        else:
+            parent = None
+            trace_id = ids.generate_trace_id()
+            random = ids.is_trace_id_random()
+        result = tracer.sampler.should_sample(context, trace_id, name, _SERVER, attributes, links)
+        decision = result.decision
+        span_context = trace.SpanContext(
+            trace_id,
+            ids.generate_span_id(),
+            is_remote=False,
+            trace_flags=_FLAGS[decision is Decision.RECORD_AND_SAMPLE, random],
+            trace_state=result.trace_state,
+        )
+        record_end_metrics = tracer._tracer_metrics.start_span(parent, decision)
+        if decision is Decision.DROP:
+            return trace.NonRecordingSpan(span_context)
+        span = _new_span(tracer, name, span_context, parent, links, record_end_metrics)
+        span_attributes = span._attributes
+        if span_attributes.max_value_len is None and result.attributes == attributes:
+            for key, value in attributes.items():  # strings: nothing to clean or truncate
+                span_attributes._setitem_locked(key, value)
+        else:
+            span_attributes._set_items(result.attributes)
+        span.start(parent_context=context)
+        return span
+
+    def finish(
+        self,
+        span: trace.Span,
+        name: str | None,
+        attributes: Mapping[str, str | int],
+        error: bool,
+    ) -> None:
+        """Rename ``span`` (unless ``name`` is None), add ``attributes`` (strings and
+        integers), mark it failed if ``error``, and end it."""
+        if self._lean is not None and type(span) is ServerSpan:
+            with span._lock:
+                if span._end_time is None:
+                    if name is not None:
+                        span._name = name
+                    span_attributes = span._attributes
+                    if span_attributes.max_value_len is None:
+                        with span_attributes._lock:
+                            for key, value in attributes.items():
+                                span_attributes._setitem_locked(key, value)
+                    else:
+                        span_attributes._set_items(attributes)
+            if error:
+                span.set_status(_ERROR)
+        elif span.is_recording():
+            if name is not None:
+                span.update_name(name)
+            span.set_attributes(attributes)
+            if error:
+                span.set_status(_ERROR)
+        span.end()
+
+
+def _new_span(
+    tracer: sdk_trace.Tracer,
+    name: str,
+    context: trace.SpanContext,
+    parent: trace.SpanContext | None,
+    links: Sequence[Link],
+    record_end_metrics: Any,
+) -> ServerSpan:
+    """What ``_Span.__init__`` builds for a span without attributes or events, field by
+    field (its argument handling is most of its cost)."""
+    limits = tracer._span_limits
+    span: ServerSpan = object.__new__(ServerSpan)
+    fields = span.__dict__
+    fields["_name"] = name
+    fields["_context"] = context
+    fields["_kind"] = _SERVER
+    fields["_instrumentation_info"] = tracer.instrumentation_info
+    fields["_instrumentation_scope"] = tracer._instrumentation_scope
+    fields["_parent"] = parent
+    fields["_start_time"] = None
+    fields["_end_time"] = None
+    fields["_resource"] = tracer.resource
+    fields["_status"] = _UNSET
+    fields["_sampler"] = tracer.sampler
+    fields["_trace_config"] = None
+    fields["_record_exception"] = True
+    fields["_set_status_on_exception"] = True
+    fields["_span_processor"] = tracer.span_processor
+    fields["_limits"] = limits
+    fields["_lock"] = threading.Lock()
+    fields["_attributes"] = BoundedAttributes(
+        limits.max_span_attributes,
+        None,
+        immutable=False,
+        max_value_len=limits.max_span_attribute_length,
+    )
+    fields["_events"] = BoundedList(limits.max_events)
+    fields["_links"] = span._new_links(links)
+    fields["_record_end_metrics"] = record_end_metrics
+    return span
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """What of a span field must be equal between the SDK's span and the lean path's."""
+    if key == "_lock":
+        return type(value)
+    if isinstance(value, Status):
+        return (value.status_code, value.description)
+    if isinstance(value, BoundedAttributes):
+        return (value.maxlen, value.max_value_len, value._immutable, dict(value))
+    if key in ("_events", "_links"):
+        return (type(value), value._dq.maxlen, list(value))
+    return value
+
+
+def lean_tracer(tracer: trace.Tracer) -> sdk_trace.Tracer | None:
+    """``tracer`` if it is an SDK tracer whose spans :func:`_new_span` builds exactly as the SDK
+    does (the same fields, equal but for the locks), else ``None``."""
+    if type(tracer) is not sdk_trace.Tracer:
+        return None
+    try:
+        context = trace.SpanContext(1, 1, is_remote=False)
+        reference = sdk_trace._Span(
+            name="n",
+            context=context,
+            sampler=tracer.sampler,
+            resource=tracer.resource,
+            span_processor=tracer.span_processor,
+            kind=_SERVER,
+            instrumentation_info=tracer.instrumentation_info,
+            limits=tracer._span_limits,
+            instrumentation_scope=tracer._instrumentation_scope,
+            record_end_metrics=None,
+        )
+        lean = _new_span(tracer, "n", context, None, (), None)
+        if reference.__dict__.keys() != lean.__dict__.keys():
+            return None
+        for key, value in reference.__dict__.items():
+            if _comparable(key, value) != _comparable(key, lean.__dict__[key]):
+                return None
+        shaped = callable(getattr(tracer, "_is_enabled", None)) and hasattr(
+            tracer._tracer_metrics, "start_span"
+        )
+        return tracer if shaped else None
+    except Exception:  # noqa: BLE001 - any other shape: the SDK's own path
+        _log.debug("the SDK's span differs from the lean path's; using start_span", exc_info=True)
+        return None

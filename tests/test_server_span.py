@@ -1,0 +1,229 @@
+"""The lean server span path: spans equal to the SDK's own, in every configuration the
+sampler, limits and processors can give, and the SDK's path wherever the shape differs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import sampling as samplers
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanKind, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from aiobs.tracing import server_span
+from aiobs.tracing.server_span import ServerSpan, ServerSpans
+
+REQUEST = {"http.request.method": "POST", "url.path": "/v1/predict", "url.scheme": "http"}
+ENDING = {"http.response.status_code": 200, "http.route": "/v1/predict"}
+
+
+class _TaggingSampler(samplers.Sampler):
+    """Samples everything and adds an attribute, as a user's sampler may."""
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> samplers.SamplingResult:
+        parent_context, attributes = args[0], args[4]
+        state = trace.get_current_span(parent_context).get_span_context().trace_state
+        return samplers.SamplingResult(
+            samplers.Decision.RECORD_AND_SAMPLE, {**(attributes or {}), "sampler": "tag"}, state
+        )
+
+    def get_description(self) -> str:
+        return "tagging"
+
+
+class _Recording:
+    """A user's processor: what it saw at start and at end."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.ended: list[ReadableSpan] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started.append(span.name)
+
+    def _on_ending(self, span: Any) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _provider(**kwargs: Any) -> tuple[TracerProvider, InMemorySpanExporter, _Recording]:
+    provider = TracerProvider(shutdown_on_exit=False, **kwargs)
+    exporter = InMemorySpanExporter()
+    recording = _Recording()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(recording)  # type: ignore[arg-type]
+    return provider, exporter, recording
+
+
+def _parent(traceparent: str | None, tracestate: str | None = None) -> Context:
+    carrier = {"traceparent": traceparent} if traceparent else {}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return TraceContextTextMapPropagator().extract(carrier)
+
+
+def _lean(
+    spans: ServerSpans, context: Context, links: Sequence[Link] | None, error: bool
+) -> None:
+    span = spans.start("POST", context, dict(REQUEST), links)
+    spans.finish(span, "POST /v1/predict", ENDING, error)
+
+
+def _sdk(tracer: trace.Tracer, context: Context, links: Sequence[Link] | None, error: bool) -> None:
+    span = tracer.start_span(
+        "POST", context=context, kind=SpanKind.SERVER, attributes=dict(REQUEST), links=links
+    )
+    span.update_name("POST /v1/predict")
+    span.set_attributes(ENDING)
+    if error:
+        span.set_status(trace.StatusCode.ERROR)
+    span.end()
+
+
+def _comparable(span: ReadableSpan) -> dict[str, Any]:
+    """Everything exported of a span but what differs by nature (span id, times)."""
+    context = span.context
+    assert context is not None
+    return {
+        "name": span.name,
+        "kind": span.kind,
+        "parent": span.parent,
+        "trace_id": context.trace_id if span.parent else None,
+        "flags": context.trace_flags,
+        "state": context.trace_state,
+        "attributes": dict(span.attributes or {}),
+        "dropped_attributes": span.dropped_attributes,
+        "links": [(link.context, dict(link.attributes or {})) for link in span.links],
+        "status": (span.status.status_code, span.status.description),
+        "events": list(span.events),
+        "resource": span.resource.attributes,
+        "scope": span.instrumentation_scope,
+    }
+
+
+CASES = {
+    "root": ({}, None, None, None, False),
+    "child of a remote parent": (
+        {},
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "vendor=v1",
+        None,
+        False,
+    ),
+    "unsampled parent, parent-based": (
+        {"sampler": samplers.ParentBased(samplers.ALWAYS_ON)},
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        None,
+        None,
+        False,
+    ),
+    "never sampled": ({"sampler": samplers.ALWAYS_OFF}, None, None, None, False),
+    "a sampler that adds attributes": ({"sampler": _TaggingSampler()}, None, None, None, False),
+    "length and count limits": (
+        {"span_limits": SpanLimits(max_span_attributes=4, max_span_attribute_length=5)},
+        None,
+        None,
+        None,
+        False,
+    ),
+    "linked caller, failed": (
+        {},
+        None,
+        None,
+        [Link(trace.SpanContext(7, 8, is_remote=True, trace_flags=TraceFlags(1)), {"k": "v"})],
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_lean_spans_export_as_the_sdk_spans_do(case: str) -> None:
+    options, traceparent, tracestate, links, error = CASES[case]
+    provider, exporter, recording = _provider(**options)
+    tracer = provider.get_tracer("aiobs")
+    spans = ServerSpans(tracer)
+    assert spans.lean
+    context = _parent(traceparent, tracestate)
+    _lean(spans, context, links, error)
+    _sdk(tracer, context, links, error)
+    exported = exporter.get_finished_spans()
+    if case in ("never sampled", "unsampled parent, parent-based"):
+        assert exported == ()
+        return
+    lean, sdk = exported
+    assert type(lean) is ServerSpan
+    assert _comparable(lean) == _comparable(sdk)
+    assert lean.context.span_id != sdk.context.span_id  # type: ignore[union-attr]
+    assert lean.start_time is not None
+    assert lean.end_time is not None
+    assert lean.start_time <= lean.end_time
+    assert recording.started == ["POST", "POST"]  # the user's processor saw both start
+    assert [span.name for span in recording.ended] == ["POST /v1/predict"] * 2
+    if traceparent is None:
+        assert lean.context.trace_flags.random_trace_id  # type: ignore[union-attr]
+
+
+def test_an_ended_lean_span_no_longer_changes() -> None:
+    provider, exporter, _ = _provider()
+    spans = ServerSpans(provider.get_tracer("aiobs"))
+    span = spans.start("GET", Context(), dict(REQUEST))
+    trace.get_current_span(trace.set_span_in_context(span)).set_attribute("user.set", "yes")
+    spans.finish(span, "GET /items", {"http.response.status_code": 404}, False)
+    span.set_attribute("late", "no")
+    span.update_name("late")
+    spans.finish(span, "later", {"http.response.status_code": 500}, True)  # ends only once
+    (exported,) = exporter.get_finished_spans()
+    assert exported.name == "GET /items"
+    assert exported.attributes is not None
+    assert exported.attributes["user.set"] == "yes"
+    assert exported.attributes["http.response.status_code"] == 404
+    assert "late" not in exported.attributes
+    assert exported.status.status_code is trace.StatusCode.UNSET
+
+
+@pytest.fixture
+def drifted_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SDK whose spans carry one field more than the lean path builds."""
+    original = server_span.sdk_trace._Span.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._new_field = 1
+
+    monkeypatch.setattr(server_span.sdk_trace._Span, "__init__", init)
+
+
+@pytest.mark.usefixtures("drifted_sdk")
+def test_an_sdk_of_another_shape_gets_its_own_path() -> None:
+    provider, exporter, _ = _provider()
+    tracer = provider.get_tracer("aiobs")
+    spans = ServerSpans(tracer)
+    assert not spans.lean
+    _lean(spans, Context(), None, True)
+    (exported,) = exporter.get_finished_spans()
+    assert type(exported) is not ServerSpan
+    assert exported.name == "POST /v1/predict"
+    assert dict(exported.attributes or {}) == {**REQUEST, **ENDING}
+    assert exported.status.status_code is trace.StatusCode.ERROR
+
+
+def test_a_tracer_that_is_not_the_sdks_gets_its_own_path() -> None:
+    spans = ServerSpans(trace.NoOpTracer())
+    assert not spans.lean
+    span = spans.start("GET", Context(), dict(REQUEST))
+    assert not span.is_recording()
+    spans.finish(span, "GET /x", ENDING, False)
