@@ -35,6 +35,7 @@ from aiobs import Settings
 from aiobs.metrics.instruments import Instruments
 from aiobs.tracing.otlp import EncodedSpan, FastOTLPSpanExporter, encode_request
 from aiobs.tracing.provider import build_exporter, build_tracer_provider
+from aiobs.tracing.server_span import ServerSpans
 from tests.support.otlp_receiver import OtlpReceiver, decode
 
 REMOTE_PARENT = SpanContext(
@@ -87,6 +88,11 @@ def _spans() -> list[ReadableSpan]:
         )
         linked.set_status(Status(StatusCode.OK))
         linked.end()
+        server_spans = ServerSpans(plain)  # the middleware's lean path
+        assert server_spans.lean
+        server = server_spans.start("POST", remote, {"url.path": "/v1/chat"}, [Link(REMOTE_PARENT)])
+        server.add_event("exception", {"exception.type": "ValueError"})
+        server_spans.finish(server, "POST /v1/chat", {"http.response.status_code": 500}, True)
         for kind in (SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.INTERNAL):
             plain.start_span(f"kind {kind.name}", kind=kind).end()
     return list(exporter.get_finished_spans())

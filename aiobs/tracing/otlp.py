@@ -16,10 +16,11 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.trace import SpanContext, TraceFlags
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 _log = logging.getLogger("aiobs.tracing")
 _fixed64 = struct.Struct("<Q").pack
@@ -101,6 +102,27 @@ def _count(tag: bytes, value: int) -> bytes:
     return tag + _varint(value) if value else b""
 
 
+_times = struct.Struct("<BQBQ").pack
+"""Fields 7 and 8 of a span, its start and end times: tag, fixed64, tag, fixed64."""
+_KINDS = {kind: b"\x30" + _varint(kind.value + 1) for kind in SpanKind}
+"""Field 6, the kind: OTLP numbers SpanKind from 1 (0 is unspecified)."""
+_SCALARS = frozenset((str, int, float, bool))
+_names: dict[str, bytes] = {}
+"""Encoded name fields: server and inference span names repeat (``POST /v1/chat``)."""
+
+
+def _contents(span: ReadableSpan) -> tuple[Mapping[str, Any], Sequence[Any], Sequence[Any]]:
+    """The span's attributes, events and links. The SDK's attributes are read from their dict
+    (an ended span no longer changes) and empty events and links are not copied: the public
+    views copy under a lock."""
+    attributes = span._attributes
+    return (
+        attributes._dict if type(attributes) is BoundedAttributes else (span.attributes or {}),
+        span.events if span._events else (),
+        span.links if span._links else (),
+    )
+
+
 def encode_span(span: ReadableSpan) -> bytes:
     """One ``Span`` message, as the SDK's ``_encode_span`` would serialise it."""
     context = span.context
@@ -118,18 +140,23 @@ def encode_span(span: ReadableSpan) -> bytes:
         parts.append(_field(b"\x1a", state.encode("utf-8")))
     if parent is not None:
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-    parts += (
-        _field(b"\x2a", span.name.encode("utf-8")),
-        b"\x30",
-        _varint(span.kind.value + 1),  # OTLP numbers SpanKind from 1 (0 is unspecified)
-        b"\x39",
-        _fixed64(span.start_time or 0),
-        b"\x41",
-        _fixed64(span.end_time or 0),
-        _attributes(b"\x4a", span.attributes),
-        _count(b"\x50", span.dropped_attributes),
-    )
-    for event in span.events:
+    name = _names.get(span.name)
+    if name is None:
+        name = _field(b"\x2a", span.name.encode("utf-8"))
+        if len(_names) >= _CACHE_SIZE:
+            _names.clear()
+        _names[span.name] = name
+    attributes, events, links = _contents(span)
+    parts += (name, _KINDS[span.kind], _times(0x39, span.start_time or 0, 0x41, span.end_time or 0))
+    cache = _encoded
+    for key, value in attributes.items():
+        encoded = None
+        if value.__class__ in _SCALARS:
+            encoded = cache.get((b"\x4a", key, value.__class__, value))
+        parts.append(encoded if encoded is not None else _key_value(b"\x4a", key, value))
+    if span.dropped_attributes:
+        parts.append(b"\x50" + _varint(span.dropped_attributes))
+    for event in events:
         parts.append(
             _field(
                 b"\x5a",
@@ -140,8 +167,9 @@ def encode_span(span: ReadableSpan) -> bytes:
                 + _count(b"\x20", event.dropped_attributes),
             )
         )
-    parts.append(_count(b"\x60", span.dropped_events))
-    for link in span.links:
+    if span.dropped_events:
+        parts.append(b"\x60" + _varint(span.dropped_events))
+    for link in links:
         parts.append(
             _field(
                 b"\x6a",
@@ -155,7 +183,8 @@ def encode_span(span: ReadableSpan) -> bytes:
                 + _flags(link.context),
             )
         )
-    parts.append(_count(b"\x70", span.dropped_links))
+    if span.dropped_links:
+        parts.append(b"\x70" + _varint(span.dropped_links))
     status = span.status
     code = status.status_code.value
     if code or status.description:
