@@ -29,7 +29,7 @@ from aiobs._observability import Observability
 from aiobs.http.endpoints import Endpoints, Message, Receive, Scope, Send
 from aiobs.http.routes import route_template
 from aiobs.logs.pipeline import SPAN_CONTEXT_ATTRIBUTE, route_server_loggers
-from aiobs.metrics.exemplars import Exemplars
+from aiobs.metrics.recorders import HistogramRecorder, adder, incrementer
 from aiobs.tracing.provider import propagation_headers, record_error
 from aiobs.tracing.server_span import ServerSpans
 
@@ -89,17 +89,15 @@ class ObservabilityMiddleware:
             name.lower().encode("latin-1") for name in propagation_headers(settings)
         )
         self._public_edge = settings.public_edge
-        self._exemplars = (
-            Exemplars() if settings.exemplars and not settings.multiprocess_dir else None
-        )
+        self._exemplars = settings.exemplars and not settings.multiprocess_dir
         self._requests = instruments.http_requests
         self._duration = instruments.http_duration
         self._first_byte = instruments.http_first_byte
-        self._in_flight = instruments.http_in_flight
+        self._in_flight = adder(instruments.http_in_flight)
         self._bound_route = observability._label_guard.bound
-        self._request_children: dict[tuple[str, str, str], Any] = {}
-        self._duration_children: dict[tuple[str, str], Any] = {}
-        self._first_byte_children: dict[tuple[str, str], Any] = {}
+        self._request_counts: dict[tuple[str, str, str], Callable[[], None]] = {}
+        self._durations: dict[tuple[str, str], HistogramRecorder] = {}
+        self._first_bytes: dict[tuple[str, str], HistogramRecorder] = {}
         self._access_log = observability._access_log if settings.access_log else None
         self._endpoints = Endpoints(observability).by_path()
 
@@ -130,7 +128,7 @@ class ObservabilityMiddleware:
         if method not in KNOWN_METHODS:
             method = "_OTHER"
         root_path = scope.get("root_path", "")
-        self._in_flight.inc()
+        self._in_flight(1)
         server_span = trace.get_current_span()
         span = None
         token = None
@@ -181,7 +179,7 @@ class ObservabilityMiddleware:
         finally:
             ended = last_byte or time.perf_counter()
             duration = ended - started
-            self._in_flight.dec()
+            self._in_flight(-1)
             if disconnected or isinstance(error, asyncio.CancelledError):
                 status = CLIENT_CLOSED_REQUEST
             elif not status:  # no answer: the server sends 500
@@ -234,29 +232,24 @@ class ObservabilityMiddleware:
         self, method: str, route: str, status: int, duration: float, context: Any, now: float
     ) -> None:
         key = (method, route, str(status))
-        counter = self._request_children.get(key)
-        if counter is None:
-            counter = self._request_children[key] = self._requests.labels(*key)
-        counter.inc()
-        histogram = self._duration_children.get(key[:2])
+        count = self._request_counts.get(key)
+        if count is None:
+            count = self._request_counts[key] = incrementer(self._requests.labels(*key))
+        count()
+        histogram = self._durations.get(key[:2])
         if histogram is None:
-            histogram = self._duration_children[key[:2]] = self._duration.labels(method, route)
-        self._observe_histogram(histogram, duration, context, now)
+            child = self._duration.labels(method, route)
+            histogram = self._durations[key[:2]] = HistogramRecorder(child, self._exemplars)
+        histogram.observe(duration, context, now)
 
     def _record_first_byte(
         self, method: str, route: str, seconds: float, context: Any, now: float
     ) -> None:
-        histogram = self._first_byte_children.get((method, route))
+        histogram = self._first_bytes.get((method, route))
         if histogram is None:
-            histogram = self._first_byte.labels(method, route)
-            self._first_byte_children[(method, route)] = histogram
-        self._observe_histogram(histogram, seconds, context, now)
-
-    def _observe_histogram(self, histogram: Any, seconds: float, context: Any, now: float) -> None:
-        if self._exemplars is not None:
-            self._exemplars.observe(histogram, seconds, context, now)
-        else:
-            histogram.observe(seconds)
+            child = self._first_byte.labels(method, route)
+            histogram = self._first_bytes[method, route] = HistogramRecorder(child, self._exemplars)
+        histogram.observe(seconds, context, now)
 
     def _end_span(
         self, span: trace.Span, route: str, status: int, error: Exception | None
