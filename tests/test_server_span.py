@@ -76,17 +76,35 @@ def _parent(traceparent: str | None, tracestate: str | None = None) -> Context:
     return TraceContextTextMapPropagator().extract(carrier)
 
 
+APP_SET = {"http.route": "/set/by/the/app", "user.id": "u-1"}
+"""What the app sets on the current span during the request, in the cases that say so."""
+
+
 def _lean(
-    spans: ServerSpans, context: Context, links: Sequence[Link] | None, error: bool
+    spans: ServerSpans,
+    context: Context,
+    links: Sequence[Link] | None,
+    error: bool,
+    app_sets: bool = False,
 ) -> None:
     span = spans.start("POST", context, dict(REQUEST), links)
+    if app_sets:
+        span.set_attributes(APP_SET)
     spans.finish(span, "POST /v1/predict", ENDING, error)
 
 
-def _sdk(tracer: trace.Tracer, context: Context, links: Sequence[Link] | None, error: bool) -> None:
+def _sdk(
+    tracer: trace.Tracer,
+    context: Context,
+    links: Sequence[Link] | None,
+    error: bool,
+    app_sets: bool = False,
+) -> None:
     span = tracer.start_span(
         "POST", context=context, kind=SpanKind.SERVER, attributes=dict(REQUEST), links=links
     )
+    if app_sets:
+        span.set_attributes(APP_SET)
     span.update_name("POST /v1/predict")
     span.set_attributes(ENDING)
     if error:
@@ -133,6 +151,8 @@ CASES = {
     ),
     "never sampled": ({"sampler": samplers.ALWAYS_OFF}, None, None, None, False),
     "a sampler that adds attributes": ({"sampler": _TaggingSampler()}, None, None, None, False),
+    "count limit": ({"span_limits": SpanLimits(max_span_attributes=4)}, None, None, None, False),
+    "the app set attributes, one of them aiobs's": ({}, None, None, None, False),
     "length and count limits": (
         {"span_limits": SpanLimits(max_span_attributes=4, max_span_attribute_length=5)},
         None,
@@ -158,8 +178,9 @@ def test_lean_spans_export_as_the_sdk_spans_do(case: str) -> None:
     spans = ServerSpans(tracer)
     assert spans.lean
     context = _parent(traceparent, tracestate)
-    _lean(spans, context, links, error)
-    _sdk(tracer, context, links, error)
+    app_sets = case.startswith("the app set")
+    _lean(spans, context, links, error, app_sets)
+    _sdk(tracer, context, links, error, app_sets)
     exported = exporter.get_finished_spans()
     if case in ("never sampled", "unsampled parent, parent-based"):
         assert exported == ()
@@ -167,6 +188,7 @@ def test_lean_spans_export_as_the_sdk_spans_do(case: str) -> None:
     lean, sdk = exported
     assert type(lean) is ServerSpan
     assert _comparable(lean) == _comparable(sdk)
+    assert list(lean.attributes or {}) == list(sdk.attributes or {})  # in the same order
     assert lean.context.span_id != sdk.context.span_id  # type: ignore[union-attr]
     assert lean.start_time is not None
     assert lean.end_time is not None

@@ -211,10 +211,11 @@ class ObservabilityMiddleware:
         assert self._spans is not None
         headers = scope["headers"]
         fields = self._propagation_fields
-        if any(name in fields for name, _ in headers):
-            parent = self._propagator.extract(headers, getter=_GETTER)
-        else:  # most requests carry no context: skip the propagators
-            parent = _EMPTY_CONTEXT
+        parent = _EMPTY_CONTEXT  # most requests carry no context: skip the propagators
+        for name, _ in headers:
+            if name in fields:
+                parent = self._propagator.extract(headers, getter=_GETTER)
+                break
         links = None
         if self._public_edge:
             # A public edge does not let callers choose its trace: new root, caller linked.

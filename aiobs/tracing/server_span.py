@@ -104,12 +104,10 @@ class ServerSpans:
         if decision is Decision.DROP:
             return trace.NonRecordingSpan(span_context)
         span = _new_span(tracer, name, span_context, parent, links, record_end_metrics)
-        span_attributes = span._attributes
-        if span_attributes.max_value_len is None and result.attributes == attributes:
-            for key, value in attributes.items():  # strings: nothing to clean or truncate
-                span_attributes._setitem_locked(key, value)
+        if result.attributes == attributes:
+            _add_clean(span._attributes, attributes)
         else:
-            span_attributes._set_items(result.attributes)
+            span._attributes._set_items(result.attributes)
         span.start(parent_context=context)
         return span
 
@@ -127,13 +125,7 @@ class ServerSpans:
                 if span._end_time is None:
                     if name is not None:
                         span._name = name
-                    span_attributes = span._attributes
-                    if span_attributes.max_value_len is None:
-                        with span_attributes._lock:
-                            for key, value in attributes.items():
-                                span_attributes._setitem_locked(key, value)
-                    else:
-                        span_attributes._set_items(attributes)
+                    _add_clean(span._attributes, attributes)
             if error:
                 span.set_status(_ERROR)
         elif span.is_recording():
@@ -143,6 +135,24 @@ class ServerSpans:
             if error:
                 span.set_status(_ERROR)
         span.end()
+
+
+def _add_clean(bounded: BoundedAttributes, attributes: Mapping[str, str | int]) -> None:
+    """``bounded.update(attributes)`` for values that need no cleaning (strings and integers)
+    unless a length limit truncates them: in one step where no key is replaced and the count
+    limit is not reached, else key by key as the SDK adds them."""
+    if bounded.max_value_len is not None:
+        bounded._set_items(attributes)
+        return
+    with bounded._lock:
+        present = bounded._dict
+        if (
+            bounded.maxlen is None or len(present) + len(attributes) <= bounded.maxlen
+        ) and present.keys().isdisjoint(attributes):
+            present.update(attributes)
+        else:
+            for key, value in attributes.items():
+                bounded._setitem_locked(key, value)
 
 
 def _new_span(
