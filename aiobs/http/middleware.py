@@ -256,6 +256,9 @@ class ObservabilityMiddleware:
         self, span: trace.Span, route: str, status: int, error: Exception | None
     ) -> None:
         assert self._spans is not None
+        if not span.is_recording():  # not sampled: nothing to add
+            span.end()
+            return
         attributes: dict[str, str | int] = {catalog.ATTR_HTTP_STATUS: status}
         name = None
         if route != catalog.UNMATCHED_ROUTE:  # semantic conventions: no route, no suffix
