@@ -240,7 +240,7 @@ def test_access_line_formats_exactly_as_the_encoder_would() -> None:
     stream = io.StringIO()
     sink = LogSink(capacity=100, on_drop=lambda: None, stream=stream)
     settings = aiobs.Settings.load({"service_name": 'svc "ü"'}, environ={})
-    access = AccessLog(settings, sink)
+    access = AccessLog(settings, sink).write
     span_context = trace.SpanContext(
         0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, is_remote=False
     )

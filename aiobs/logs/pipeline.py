@@ -347,9 +347,10 @@ class AccessLog:
         self._error = getattr(logging, settings.log_level) <= logging.ERROR
         self._sanitize = Sanitizer(settings.log_max_field_length)
 
-    def __call__(
+    def write(
         self, method: str, route: str, status: int, duration: float, span_context: Any
     ) -> None:
+        """Write the line of one request (``span_context``: its server span's, or ``None``)."""
         failed = status >= 500
         if not (self._error if failed else self._info):
             return
@@ -402,7 +403,7 @@ class StdlibAccessLog:
     def __init__(self) -> None:
         self._logger = logging.getLogger(ACCESS_LOGGER)
 
-    def __call__(
+    def write(
         self, method: str, route: str, status: int, duration: float, span_context: Any
     ) -> None:
         level = logging.ERROR if status >= 500 else logging.INFO
