@@ -340,9 +340,15 @@ class AccessLog:
     def __init__(self, settings: Settings, sink: LogSink) -> None:
         self._write = sink.write
         self._service = settings.service_name
-        self._head = _encode({"event": catalog.ACCESS_LOG_EVENT, "logger": ACCESS_LOGGER})[1:-1]
-        self._service_json = _encode(settings.service_name)
-        self._json: dict[str, str] = {}  # methods and route templates: a bounded set
+        head = _encode({"event": catalog.ACCESS_LOG_EVENT, "logger": ACCESS_LOGGER})[1:-1]
+        service = _encode(settings.service_name)
+        # The line's fixed parts: after the timestamp, by level; before the status, by
+        # (method, route template), a bounded set.
+        self._after_timestamp = {
+            failed: f'","level":"{"error" if failed else "info"}",{head},"service":{service}'
+            for failed in (False, True)
+        }
+        self._before_status: dict[tuple[str, str], str] = {}
         self._info = getattr(logging, settings.log_level) <= logging.INFO
         self._error = getattr(logging, settings.log_level) <= logging.ERROR
         self._sanitize = Sanitizer(settings.log_max_field_length)
@@ -362,11 +368,14 @@ class AccessLog:
                     f',"trace_id":"{span_context.trace_id:032x}"'
                     f',"span_id":"{span_context.span_id:016x}"'
                 )
+            middle = self._before_status.get((method, route))
+            if middle is None:
+                middle = f',"method":{_encode(method)},"route":{_encode(route)},"status":'
+                if len(self._before_status) < 10_000:
+                    self._before_status[method, route] = middle
             self._write(
-                f'{{"timestamp":"{utc_timestamp()}","level":"{"error" if failed else "info"}",'
-                f'{self._head},"service":{self._service_json}{ids},'
-                f'"method":{self._as_json(method)},"route":{self._as_json(route)},'
-                f'"status":{status},"duration_ms":{round(duration * 1000, 3)!r}}}'
+                f'{{"timestamp":"{utc_timestamp()}{self._after_timestamp[failed]}{ids}{middle}'
+                f'{status},"duration_ms":{round(duration * 1000, 3)!r}}}'
             )
             return
         line: dict[str, Any] = {
@@ -385,14 +394,6 @@ class AccessLog:
         line["status"] = status
         line["duration_ms"] = round(duration * 1000, 3)
         self._write(_encode(line))
-
-    def _as_json(self, text: str) -> str:
-        encoded = self._json.get(text)
-        if encoded is None:
-            encoded = _encode(text)
-            if len(self._json) < 10_000:
-                self._json[text] = encoded
-        return encoded
 
 
 class StdlibAccessLog:
