@@ -284,3 +284,36 @@ def test_pre_encoded_spans_without_the_direct_path_fail_and_say_so(
     with caplog.at_level(logging.WARNING, logger="aiobs.tracing"):
         assert exporter.export(queued) is SpanExportResult.FAILURE
     assert "encoded for the direct export" in caplog.text
+
+
+def test_spans_of_other_classes_are_read_through_their_properties() -> None:
+    """A span class the SDK does not make (a processor's wrapper, say) is encoded from what its
+    public properties return, not from the SDK's fields."""
+
+    class Renamed(ReadableSpan):
+        @property
+        def name(self) -> str:
+            return "renamed " + self._name
+
+    spans = [
+        Renamed(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=span.attributes,
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+        for span in _spans()
+    ]
+    ours = ExportTraceServiceRequest.FromString(encode_request(spans))
+    assert ours == encode_spans(spans)
+    names = [s.name for r in ours.resource_spans for ss in r.scope_spans for s in ss.spans]
+    assert names
+    assert all(name.startswith("renamed ") for name in names)

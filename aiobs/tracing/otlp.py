@@ -18,9 +18,13 @@ from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+from aiobs.tracing.server_span import ServerSpan
 
 _log = logging.getLogger("aiobs.tracing")
 _fixed64 = struct.Struct("<Q").pack
@@ -111,24 +115,74 @@ _names: dict[str, bytes] = {}
 """Encoded name fields: server and inference span names repeat (``POST /v1/chat``)."""
 
 
-def _contents(span: ReadableSpan) -> tuple[Mapping[str, Any], Sequence[Any], Sequence[Any]]:
-    """The span's attributes, events and links. The SDK's attributes are read from their dict
-    (an ended span no longer changes) and empty events and links are not copied: the public
-    views copy under a lock."""
-    attributes = span._attributes
+_SDK_SPANS = frozenset((ReadableSpan, sdk_trace._Span, ServerSpan))
+"""The SDK's span classes (and aiobs's, which adds no field): their properties return their
+fields as they are, so the encoder reads the fields."""
+
+
+def _fields(span: ReadableSpan) -> tuple[Any, ...]:
+    """Context, parent, name, kind, start and end times, status, attributes, events and links
+    of ``span``, and its dropped attributes, events and links. Read from the fields of the
+    SDK's own spans (an ended span no longer changes; the public views of its containers copy
+    under a lock), through the public properties for any other class."""
+    if span.__class__ in _SDK_SPANS:
+        attributes, events, links = span._attributes, span._events, span._links
+        if (
+            type(attributes) is BoundedAttributes
+            and type(events) is BoundedList
+            and type(links) is BoundedList
+        ):
+            return (
+                span._context,
+                span._parent,
+                span._name,
+                span._kind,
+                span._start_time,
+                span._end_time,
+                span._status,
+                attributes._dict,
+                tuple(events) if events else (),
+                tuple(links) if links else (),
+                attributes.dropped,
+                events.dropped,
+                links.dropped,
+            )
     return (
-        attributes._dict if type(attributes) is BoundedAttributes else (span.attributes or {}),
-        span.events if span._events else (),
-        span.links if span._links else (),
+        span.context,
+        span.parent,
+        span.name,
+        span.kind,
+        span.start_time,
+        span.end_time,
+        span.status,
+        span.attributes or {},
+        span.events,
+        span.links,
+        span.dropped_attributes,
+        span.dropped_events,
+        span.dropped_links,
     )
 
 
 def encode_span(span: ReadableSpan) -> bytes:
     """One ``Span`` message, as the SDK's ``_encode_span`` would serialise it."""
-    context = span.context
+    (
+        context,
+        parent,
+        name,
+        kind,
+        start_time,
+        end_time,
+        status,
+        attributes,
+        events,
+        links,
+        dropped_attributes,
+        dropped_events,
+        dropped_links,
+    ) = _fields(span)
     if context is None:
         raise TypeError("a span without a context cannot be exported")
-    parent = span.parent
     parts = [
         b"\x0a\x10",
         context.trace_id.to_bytes(16, "big"),
@@ -140,22 +194,21 @@ def encode_span(span: ReadableSpan) -> bytes:
         parts.append(_field(b"\x1a", state.encode("utf-8")))
     if parent is not None:
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-    name = _names.get(span.name)
-    if name is None:
-        name = _field(b"\x2a", span.name.encode("utf-8"))
+    name_field = _names.get(name)
+    if name_field is None:
+        name_field = _field(b"\x2a", name.encode("utf-8"))
         if len(_names) >= _CACHE_SIZE:
             _names.clear()
-        _names[span.name] = name
-    attributes, events, links = _contents(span)
-    parts += (name, _KINDS[span.kind], _times(0x39, span.start_time or 0, 0x41, span.end_time or 0))
+        _names[name] = name_field
+    parts += (name_field, _KINDS[kind], _times(0x39, start_time or 0, 0x41, end_time or 0))
     cache = _encoded
     for key, value in attributes.items():
         encoded = None
         if value.__class__ in _SCALARS:
             encoded = cache.get((b"\x4a", key, value.__class__, value))
         parts.append(encoded if encoded is not None else _key_value(b"\x4a", key, value))
-    if span.dropped_attributes:
-        parts.append(b"\x50" + _varint(span.dropped_attributes))
+    if dropped_attributes:
+        parts.append(b"\x50" + _varint(dropped_attributes))
     for event in events:
         parts.append(
             _field(
@@ -167,8 +220,8 @@ def encode_span(span: ReadableSpan) -> bytes:
                 + _count(b"\x20", event.dropped_attributes),
             )
         )
-    if span.dropped_events:
-        parts.append(b"\x60" + _varint(span.dropped_events))
+    if dropped_events:
+        parts.append(b"\x60" + _varint(dropped_events))
     for link in links:
         parts.append(
             _field(
@@ -183,9 +236,8 @@ def encode_span(span: ReadableSpan) -> bytes:
                 + _flags(link.context),
             )
         )
-    if span.dropped_links:
-        parts.append(b"\x70" + _varint(span.dropped_links))
-    status = span.status
+    if dropped_links:
+        parts.append(b"\x70" + _varint(dropped_links))
     code = status.status_code.value
     if code or status.description:
         message = _field(b"\x12", status.description.encode("utf-8")) if status.description else b""
