@@ -153,7 +153,11 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         )
         self._capacity = settings.span_queue_size
         self._dropped = instruments.spans_dropped
-        self._queue = getattr(getattr(self, "_batch_processor", None), "_queue", None)
+        batch_processor = getattr(self, "_batch_processor", None)
+        self._queue = getattr(batch_processor, "_queue", None)
+        # What BatchSpanProcessor.on_end calls once it has checked what on_end checks here.
+        emit = getattr(batch_processor, "emit", None)
+        self._emit: Callable[[Any], None] = emit if callable(emit) else super().on_end
         self._pre_encode = pre_encode
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -163,9 +167,7 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         queue = self._queue
         if queue is not None and len(queue) >= self._capacity:
             self._dropped.inc()
-        if self._pre_encode is not None:
-            span = self._pre_encode(span)
-        super().on_end(span)
+        self._emit(span if self._pre_encode is None else self._pre_encode(span))
 
 
 def build_exporter(settings: Settings) -> SpanExporter | None:
