@@ -316,3 +316,30 @@ def test_bound_values_read_as_structlog_reads_them() -> None:
         assert same() == {}
     finally:
         cv.clear_contextvars()
+
+
+def test_lines_queued_as_values_are_formatted_by_the_writer_in_order() -> None:
+    """``write_later`` lines come out formatted by the writer thread, in the order they were
+    queued with plain lines; one whose formatting raises is dropped and counted, the others
+    are written."""
+    stream = io.StringIO()
+    dropped: list[None] = []
+    sink = LogSink(capacity=100, on_drop=lambda: dropped.append(None), stream=stream)
+    threads: list[str] = []
+
+    def render(number: int) -> str:
+        threads.append(threading.current_thread().name)
+        if number == 3:
+            raise ValueError("a bad line")
+        return f"rendered {number}"
+
+    sink.write("plain 0")
+    for number in (1, 2, 3, 4):
+        sink.write_later(render, number)
+    sink.write("plain 5")
+    assert sink.flush(5)
+    assert stream.getvalue().splitlines() == [
+        "plain 0", "rendered 1", "rendered 2", "rendered 4", "plain 5"
+    ]  # fmt: skip
+    assert len(dropped) == 1
+    assert set(threads) == {"aiobs-log-writer"}

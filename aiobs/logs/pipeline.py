@@ -232,11 +232,12 @@ _encode = json.JSONEncoder(default=_json_default, ensure_ascii=True, separators=
 _second_cache: tuple[int, str] = (0, "")
 
 
-def utc_timestamp() -> str:
-    """Now in RFC 3339, UTC, microseconds: ``2026-11-29T04:21:43.123456Z``. The part up to
-    the second is formatted once a second."""
+def utc_timestamp(now: float | None = None) -> str:
+    """``now`` (default: now; a ``time.time()`` reading) in RFC 3339, UTC, microseconds:
+    ``2026-11-29T04:21:43.123456Z``. The part up to the second is formatted once a second."""
     global _second_cache
-    now = time.time()
+    if now is None:
+        now = time.time()
     second = int(now)
     cached = _second_cache
     if cached[0] != second:
@@ -339,6 +340,7 @@ class AccessLog:
 
     def __init__(self, settings: Settings, sink: LogSink) -> None:
         self._write = sink.write
+        self._write_later = sink.write_later
         self._service = settings.service_name
         head = _encode({"event": catalog.ACCESS_LOG_EVENT, "logger": ACCESS_LOGGER})[1:-1]
         service = _encode(settings.service_name)
@@ -361,21 +363,18 @@ class AccessLog:
         if not (self._error if failed else self._info):
             return
         bound = bound_contextvars()
-        if not bound:  # the usual case: formatted directly, as the encoder would
-            ids = ""
-            if span_context is not None and span_context.is_valid:
-                ids = (
-                    f',"trace_id":"{span_context.trace_id:032x}"'
-                    f',"span_id":"{span_context.span_id:016x}"'
-                )
-            middle = self._before_status.get((method, route))
-            if middle is None:
-                middle = f',"method":{_encode(method)},"route":{_encode(route)},"status":'
-                if len(self._before_status) < 10_000:
-                    self._before_status[method, route] = middle
-            self._write(
-                f'{{"timestamp":"{utc_timestamp()}{self._after_timestamp[failed]}{ids}{middle}'
-                f'{status},"duration_ms":{round(duration * 1000, 3)!r}}}'
+        if not bound:  # the usual case: values only, formatted by the sink's writer thread
+            valid = span_context is not None and span_context.is_valid
+            self._write_later(
+                self._render,
+                time.time(),
+                failed,
+                method,
+                route,
+                status,
+                duration,
+                span_context.trace_id if valid else None,
+                span_context.span_id if valid else None,
             )
             return
         line: dict[str, Any] = {
@@ -394,6 +393,32 @@ class AccessLog:
         line["status"] = status
         line["duration_ms"] = round(duration * 1000, 3)
         self._write(_encode(line))
+
+    def _render(
+        self,
+        now: float,
+        failed: bool,
+        method: str,
+        route: str,
+        status: int,
+        duration: float,
+        trace_id: int | None,
+        span_id: int | None,
+    ) -> str:
+        """The line, formatted directly as the encoder would (on the writer thread, which
+        alone reads and fills the cache of the line's fixed parts)."""
+        ids = ""
+        if trace_id is not None:
+            ids = f',"trace_id":"{trace_id:032x}","span_id":"{span_id:016x}"'
+        middle = self._before_status.get((method, route))
+        if middle is None:
+            middle = f',"method":{_encode(method)},"route":{_encode(route)},"status":'
+            if len(self._before_status) < 10_000:
+                self._before_status[method, route] = middle
+        return (
+            f'{{"timestamp":"{utc_timestamp(now)}{self._after_timestamp[failed]}{ids}{middle}'
+            f'{status},"duration_ms":{round(duration * 1000, 3)!r}}}'
+        )
 
 
 class StdlibAccessLog:

@@ -1,7 +1,9 @@
 """Where log lines go: a bounded buffer drained to a stream by one background thread.
 
 A blocked or slow stdout must never stall the service: the request path only appends to the
-buffer; when the buffer is full the line is dropped and counted.
+buffer; when the buffer is full the line is dropped and counted. A line may also be queued as
+the values it is made of and a function that formats them (the access line): the writer
+formats it, in a batch, off the request path.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 WRITE_INTERVAL = 0.05
 """Seconds the writer sleeps between batches: waking it per line would cost the serving
@@ -34,7 +36,9 @@ class LogSink:
         self._capacity = capacity
         self._on_drop = on_drop
         self._stream = stream
-        self._lines: collections.deque[str] = collections.deque()
+        self._lines: collections.deque[str | tuple[Callable[..., str], tuple[Any, ...]]] = (
+            collections.deque()
+        )
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -51,10 +55,19 @@ class LogSink:
 
     def write(self, line: str) -> None:
         """Queue one line (without its newline); never blocks."""
+        self._queue(line)
+
+    def write_later(self, render: Callable[..., str], *values: Any) -> None:
+        """Queue the line ``render(*values)`` returns, formatted by the writer. ``values`` must
+        not change once queued (numbers, strings); a ``render`` that raises drops its line,
+        counted."""
+        self._queue((render, values))
+
+    def _queue(self, item: str | tuple[Callable[..., str], tuple[Any, ...]]) -> None:
         if len(self._lines) >= self._capacity:
             self._on_drop()
             return
-        self._lines.append(line)
+        self._lines.append(item)
         if len(self._lines) >= WRITE_BATCH and not self._wake.is_set():
             self._wake.set()
         if self._wait_per_line is not None:
@@ -91,7 +104,15 @@ class LogSink:
                 self._idle.clear()
                 batch: list[str] = []
                 while lines and len(batch) < 512:
-                    batch.append(lines.popleft())
+                    item = lines.popleft()
+                    if not isinstance(item, str):
+                        render, values = item
+                        try:
+                            item = render(*values)
+                        except Exception:  # noqa: BLE001 - one bad line, not the writer
+                            self._on_drop()
+                            continue
+                    batch.append(item)
                 try:
                     stream = self.stream
                     stream.write("\n".join(batch) + "\n")
