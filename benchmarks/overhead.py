@@ -621,6 +621,28 @@ def verdicts(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "behind": behind,
             }
         )
+    # The same comparison between set-ups that record the same: a metrics-only peer against
+    # aiobs-metrics, a peer that traces against aiobs-full.
+    like = []
+    for peer in peers:
+        ours_name = "aiobs-full" if "traces" in PEERS[peer] else "aiobs-metrics"
+        ours, other = summary.get(ours_name), summary[peer]
+        if ours is None:
+            continue
+        if not ours["ratio_to_bare"] > other["ratio_to_bare"]:
+            like.append(f"{peer} on throughput ({ours_name})")
+        if not ours["p99_ratio_to_bare"] < other["p99_ratio_to_bare"]:
+            like.append(f"{peer} on p99 ({ours_name})")
+    if peers:
+        found.append(
+            {
+                "target": "aiobs ahead of the peers that record the same",
+                "peers": peers,
+                "value": None,
+                "pass": not like,
+                "behind": like,
+            }
+        )
     return found
 
 
