@@ -29,6 +29,7 @@ from opentelemetry.util.types import AttributeValue
 from aiobs import catalog
 from aiobs.metrics.cardinality import LabelGuard
 from aiobs.metrics.instruments import Instruments
+from aiobs.metrics.recorders import HistogramRecorder
 from aiobs.tracing.provider import record_error
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -69,21 +70,29 @@ class _ModelSeries:
         "version",
     )
 
-    def __init__(self, instruments: Instruments, model: str, version: str) -> None:
+    def __init__(
+        self, instruments: Instruments, model: str, version: str, exemplars: bool
+    ) -> None:
         get = instruments.get
         self.model = model
         self.version = version
         self.total = get(catalog.INFERENCE).labels(model, version)
         self.cancelled = get(catalog.INFERENCE_CANCELLED).labels(model, version)
-        self.duration = get(catalog.INFERENCE_DURATION).labels(model, version)
+        self.duration = HistogramRecorder(
+            get(catalog.INFERENCE_DURATION).labels(model, version), exemplars
+        )
         self.in_flight = get(catalog.INFERENCE_IN_FLIGHT).labels(model)
         self.batch_size = get(catalog.INFERENCE_BATCH_SIZE).labels(model, version)
         self.confidence = get(catalog.PREDICTION_CONFIDENCE).labels(model, version)
         tokens = get(catalog.TOKENS)
         self.input_tokens = tokens.labels(model, version, "input")
         self.output_tokens = tokens.labels(model, version, "output")
-        self.time_to_first_token = get(catalog.TIME_TO_FIRST_TOKEN).labels(model, version)
-        self.time_per_output_token = get(catalog.TIME_PER_OUTPUT_TOKEN).labels(model, version)
+        self.time_to_first_token = HistogramRecorder(
+            get(catalog.TIME_TO_FIRST_TOKEN).labels(model, version), exemplars
+        )
+        self.time_per_output_token = HistogramRecorder(
+            get(catalog.TIME_PER_OUTPUT_TOKEN).labels(model, version), exemplars
+        )
         stage = get(catalog.INFERENCE_STAGE_DURATION)
         self.stages = {name: stage.labels(model, version, name) for name in catalog.STAGES}
         self.span_attributes = {
@@ -198,13 +207,20 @@ class InferenceRecord:
             self._first_token_origin = self._started
         return context
 
+    def _trace(self) -> trace.SpanContext:
+        """The span the call's exemplars point to: its own, else the one current."""
+        span = self._span if self._span is not None else trace.get_current_span()
+        return span.get_span_context()
+
     def _finish(self, exc: BaseException | None) -> None:
         """Record the call's outcome (``exc`` is what left it, if anything); end the span."""
-        elapsed = time.perf_counter() - self._started
+        now = time.perf_counter()
+        elapsed = now - self._started
         series = self._series
         series.in_flight.dec()
         series.total.inc()
-        series.duration.observe(elapsed)
+        context = self._trace()
+        series.duration.observe(elapsed, context, now)
         if self._batch_size is not None:
             series.batch_size.observe(self._batch_size)
         error = exc if isinstance(exc, Exception) else None
@@ -218,7 +234,7 @@ class InferenceRecord:
             outcome = catalog.OUTCOME_SUCCESS
             if self._output_tokens > 1:
                 per_token = (self._last_token - self._first_token) / (self._output_tokens - 1)
-                series.time_per_output_token.observe(per_token)
+                series.time_per_output_token.observe(per_token, context, now)
         span = self._span
         if span is not None:
             if span.is_recording():
@@ -286,7 +302,9 @@ class InferenceRecord:
         now = time.perf_counter()
         if not self._output_tokens:
             self._first_token = now
-            self._series.time_to_first_token.observe(now - self._first_token_origin)
+            self._series.time_to_first_token.observe(
+                now - self._first_token_origin, self._trace(), now
+            )
         self._last_token = now
         self._output_tokens += 1
         self._series.output_tokens.inc()
@@ -315,8 +333,10 @@ class InferenceTelemetry:
         tracer: trace.Tracer | None,
         guard: LabelGuard,
         follows_parent: bool,
+        exemplars: bool = False,
     ) -> None:
         self._instruments = instruments
+        self._exemplars = exemplars
         self._tracer = tracer
         self._guard = guard
         self._follows_parent = follows_parent
@@ -355,7 +375,9 @@ class InferenceTelemetry:
         bounded_version = self._guard.bound(name, catalog.MODEL_VERSION, model_version)
         series = self._series.get((bounded_model, bounded_version))
         if series is None:
-            series = _ModelSeries(self._instruments, bounded_model, bounded_version)
+            series = _ModelSeries(
+                self._instruments, bounded_model, bounded_version, self._exemplars
+            )
             self._series[(bounded_model, bounded_version)] = series
         if bounded_model == model and bounded_version == model_version:
             self._series[(model, model_version)] = series

@@ -97,6 +97,7 @@ class Observability:
             self._tracer,
             self._label_guard,
             follows_parent=settings.sampler.startswith("parentbased"),
+            exemplars=settings.exemplars and not settings.multiprocess_dir,
         )
         self._instruments.service_ready.set(1)
         self._undo_logging: Any = None

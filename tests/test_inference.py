@@ -248,3 +248,32 @@ def test_set_attribute_reaches_the_inference_span(make_harness: Callable[..., Ha
     assert span.attributes is not None
     assert span.attributes[catalog.ATTR_GEN_AI_FINISH_REASONS] == ("length",)
     assert span.attributes[catalog.ATTR_GEN_AI_REQUEST_TEMPERATURE] == 0.7
+
+
+def test_inference_histograms_carry_the_inference_spans_trace(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """The inference latency, time to first token and time per output token buckets carry the
+    trace of the inference span as exemplar (the dashboards' latency panels link to it); an
+    unsampled inference leaves none."""
+    harness = make_harness()
+    with harness.obs.inference("tiny-lm", "1") as rec:
+        for _ in range(3):
+            rec.token()
+    (span,) = [span for span in harness.spans() if span.name == "inference tiny-lm"]
+    assert span.context is not None
+    trace_id = format(span.context.trace_id, "032x")
+    metrics = harness.capture.metrics()
+    for name in (
+        "ai_inference_duration_seconds_bucket",
+        "ai_time_to_first_token_seconds_bucket",
+        "ai_time_per_output_token_seconds_bucket",
+    ):
+        exemplars = [s.exemplar for s in metrics.samples(name, model="tiny-lm") if s.exemplar]
+        assert [exemplar.labels for exemplar in exemplars] == [{"trace_id": trace_id}], name
+    harness.close()
+
+    unsampled = make_harness(sampler="always_off")
+    with unsampled.obs.inference("tiny-lm", "1") as rec:
+        rec.token()
+    assert "trace_id" not in unsampled.capture.metrics().text

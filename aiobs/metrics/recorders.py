@@ -41,7 +41,8 @@ def incrementer(metric: Any) -> Callable[[], None]:
 
 class HistogramRecorder:
     """Observes one histogram child; with ``exemplars``, a sampled span's trace id is attached
-    to a bucket due for one. For one thread (the event loop's)."""
+    to a bucket due for one. Counts are the child's own (locked); threads that observe at the
+    same time may only pick a different exemplar."""
 
     __slots__ = ("_bounds", "_buckets", "_due", "_exemplars", "_histogram", "_interval", "_sum")
 
