@@ -23,14 +23,15 @@ from typing import Any, TypeVar, cast
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from aiobs import catalog
 from aiobs.metrics.cardinality import LabelGuard
 from aiobs.metrics.instruments import Instruments
-from aiobs.metrics.recorders import HistogramRecorder
+from aiobs.metrics.recorders import HistogramRecorder, adder, incrementer
 from aiobs.tracing.provider import record_error
+from aiobs.tracing.spans import Spans
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,17 +77,21 @@ class _ModelSeries:
         get = instruments.get
         self.model = model
         self.version = version
-        self.total = get(catalog.INFERENCE).labels(model, version)
-        self.cancelled = get(catalog.INFERENCE_CANCELLED).labels(model, version)
+        self.total = incrementer(get(catalog.INFERENCE).labels(model, version))
+        self.cancelled = incrementer(get(catalog.INFERENCE_CANCELLED).labels(model, version))
         self.duration = HistogramRecorder(
             get(catalog.INFERENCE_DURATION).labels(model, version), exemplars
         )
-        self.in_flight = get(catalog.INFERENCE_IN_FLIGHT).labels(model)
-        self.batch_size = get(catalog.INFERENCE_BATCH_SIZE).labels(model, version)
-        self.confidence = get(catalog.PREDICTION_CONFIDENCE).labels(model, version)
+        self.in_flight = adder(get(catalog.INFERENCE_IN_FLIGHT).labels(model))
+        self.batch_size = HistogramRecorder(
+            get(catalog.INFERENCE_BATCH_SIZE).labels(model, version), exemplars=False
+        )
+        self.confidence = HistogramRecorder(
+            get(catalog.PREDICTION_CONFIDENCE).labels(model, version), exemplars=False
+        )
         tokens = get(catalog.TOKENS)
-        self.input_tokens = tokens.labels(model, version, "input")
-        self.output_tokens = tokens.labels(model, version, "output")
+        self.input_tokens = adder(tokens.labels(model, version, "input"))
+        self.output_tokens = adder(tokens.labels(model, version, "output"))
         self.time_to_first_token = HistogramRecorder(
             get(catalog.TIME_TO_FIRST_TOKEN).labels(model, version), exemplars
         )
@@ -94,7 +99,10 @@ class _ModelSeries:
             get(catalog.TIME_PER_OUTPUT_TOKEN).labels(model, version), exemplars
         )
         stage = get(catalog.INFERENCE_STAGE_DURATION)
-        self.stages = {name: stage.labels(model, version, name) for name in catalog.STAGES}
+        self.stages = {
+            name: HistogramRecorder(stage.labels(model, version, name), exemplars=False)
+            for name in catalog.STAGES
+        }
         self.span_attributes = {
             catalog.ATTR_GEN_AI_REQUEST_MODEL: model,
             catalog.ATTR_MODEL_VERSION: version,
@@ -133,23 +141,23 @@ class InferenceRecord:
         "_owner",
         "_series",
         "_span",
+        "_spans",
         "_started",
         "_token",
-        "_tracer",
     )
 
     def __init__(
         self,
         owner: InferenceTelemetry,
         series: _ModelSeries,
-        tracer: trace.Tracer | None,
+        spans: Spans | None,
         batch_size: int | None,
         links: Sequence[trace.Link] | None = None,
     ) -> None:
         self._owner = owner
         self._links = links
         self._series = series
-        self._tracer = tracer
+        self._spans = spans
         self._batch_size = batch_size
         self._span: trace.Span | None = None
         self._token: Token[Context] | None = None
@@ -190,15 +198,16 @@ class InferenceRecord:
         a span) is the caller's to attach."""
         series = self._series
         context = None
-        if self._tracer is not None:
-            span = self._tracer.start_span(
+        if self._spans is not None:
+            span = self._spans.start(
                 catalog.INFERENCE_SPAN_PREFIX + series.model,
-                attributes=series.span_attributes,
-                links=self._links,
+                otel_context.get_current(),
+                series.span_attributes,
+                self._links,
             )
             self._span = span
             context = trace.set_span_in_context(span)
-        series.in_flight.inc()
+        series.in_flight(1)
         self._started = time.perf_counter()
         request = current_request.get()
         if request is not None and not request.ended:
@@ -217,46 +226,50 @@ class InferenceRecord:
         now = time.perf_counter()
         elapsed = now - self._started
         series = self._series
-        series.in_flight.dec()
-        series.total.inc()
+        series.in_flight(-1)
+        series.total()
         context = self._trace()
         series.duration.observe(elapsed, context, now)
         if self._batch_size is not None:
-            series.batch_size.observe(self._batch_size)
+            series.batch_size.count(self._batch_size)
         error = exc if isinstance(exc, Exception) else None
         if error is not None:
             outcome = catalog.OUTCOME_ERROR
             self._owner.count_error(series, type(error).__name__)
         elif exc is not None:
             outcome = catalog.OUTCOME_CANCELLED
-            series.cancelled.inc()
+            series.cancelled()
         else:
             outcome = catalog.OUTCOME_SUCCESS
             if self._output_tokens > 1:
                 per_token = (self._last_token - self._first_token) / (self._output_tokens - 1)
                 series.time_per_output_token.observe(per_token, context, now)
         span = self._span
-        if span is not None:
-            if span.is_recording():
-                self._finish_span(span, outcome, error)
-            span.end()
+        if span is not None and self._spans is not None:
+            if not span.is_recording():
+                span.end()
+                return
+            if error is not None:
+                record_error(span, error)
+            self._spans.finish(span, None, self._end_attributes(outcome, error), error is not None)
 
-    def _finish_span(self, span: trace.Span, outcome: str, error: Exception | None) -> None:
-        span.set_attribute(catalog.ATTR_INFERENCE_OUTCOME, outcome)
+    def _end_attributes(
+        self, outcome: str, error: Exception | None
+    ) -> dict[str, str | int | float]:
+        """What the span learns at the end of the call."""
+        attributes: dict[str, str | int | float] = {catalog.ATTR_INFERENCE_OUTCOME: outcome}
         if self._input_tokens:
-            span.set_attribute(catalog.ATTR_GEN_AI_INPUT_TOKENS, self._input_tokens)
+            attributes[catalog.ATTR_GEN_AI_INPUT_TOKENS] = self._input_tokens
         if self._output_tokens:
-            span.set_attribute(catalog.ATTR_GEN_AI_OUTPUT_TOKENS, self._output_tokens)
-            span.set_attribute(
-                catalog.ATTR_TIME_TO_FIRST_TOKEN,
-                round((self._first_token - self._first_token_origin) * 1000, 3),
+            attributes[catalog.ATTR_GEN_AI_OUTPUT_TOKENS] = self._output_tokens
+            attributes[catalog.ATTR_TIME_TO_FIRST_TOKEN] = round(
+                (self._first_token - self._first_token_origin) * 1000, 3
             )
         if self._batch_size is not None:
-            span.set_attribute(catalog.ATTR_BATCH_SIZE, self._batch_size)
+            attributes[catalog.ATTR_BATCH_SIZE] = self._batch_size
         if error is not None:
-            span.set_attribute(catalog.ATTR_ERROR_TYPE, type(error).__name__)
-            span.set_status(Status(StatusCode.ERROR))
-            record_error(span, error)
+            attributes[catalog.ATTR_ERROR_TYPE] = type(error).__name__
+        return attributes
 
     # --- what happens inside -------------------------------------------------------------
     def stage(self, name: str) -> Stage:
@@ -270,7 +283,7 @@ class InferenceRecord:
         child = self._series.stages.get(name)
         if child is None:
             raise ValueError(f"unknown stage {name!r}; use one of {', '.join(catalog.STAGES)}")
-        child.observe(seconds)
+        child.count(seconds)
         span = self._span
         if span is not None and span.is_recording():
             span.set_attribute(catalog.STAGE_DURATION_ATTRIBUTES[name], round(seconds * 1000, 3))
@@ -291,10 +304,10 @@ class InferenceRecord:
         """Top-1 confidence of one prediction, or of each prediction of a batch."""
         histogram = self._series.confidence
         if isinstance(scores, (int, float)):
-            histogram.observe(float(scores))
+            histogram.count(float(scores))
             return
         for score in scores:
-            histogram.observe(float(score))
+            histogram.count(float(score))
 
     def token(self) -> None:
         """One output token generated; the first call marks the time to first token (since
@@ -307,7 +320,7 @@ class InferenceRecord:
             )
         self._last_token = now
         self._output_tokens += 1
-        self._series.output_tokens.inc()
+        self._series.output_tokens(1)
 
     def tokens(self, input: int = 0, output: int = 0) -> None:
         """Count prompt (``input``) and generated (``output``) tokens in bulk."""
@@ -315,13 +328,13 @@ class InferenceRecord:
             raise ValueError("token counts must not be negative")
         if input:
             self._input_tokens += input
-            self._series.input_tokens.inc(input)
+            self._series.input_tokens(input)
         if output:
             if not self._output_tokens:
                 self._first_token = time.perf_counter()
             self._output_tokens += output
             self._last_token = time.perf_counter()
-            self._series.output_tokens.inc(output)
+            self._series.output_tokens(output)
 
 
 class InferenceTelemetry:
@@ -337,7 +350,7 @@ class InferenceTelemetry:
     ) -> None:
         self._instruments = instruments
         self._exemplars = exemplars
-        self._tracer = tracer
+        self._spans = Spans(tracer, SpanKind.INTERNAL) if tracer is not None else None
         self._guard = guard
         self._follows_parent = follows_parent
         self._series: dict[tuple[str, str], _ModelSeries] = {}
@@ -354,12 +367,12 @@ class InferenceTelemetry:
         series = self._series.get((model, model_version))
         if series is None:
             series = self._new_series(model, model_version)
-        tracer = self._tracer
-        if tracer is not None and self._follows_parent:
+        spans = self._spans
+        if spans is not None and self._follows_parent:
             parent = trace.get_current_span().get_span_context()
             if parent.is_valid and not parent.trace_flags.sampled:
-                tracer = None  # the sampler would drop the span: skip making it
-        return InferenceRecord(self, series, tracer, batch_size, links)
+                spans = None  # the sampler would drop the span: skip making it
+        return InferenceRecord(self, series, spans, batch_size, links)
 
     def count_error(self, series: _ModelSeries, error_type: str) -> None:
         bounded = self._guard.bound(catalog.INFERENCE_ERRORS.name, catalog.ERROR_TYPE, error_type)

@@ -35,7 +35,7 @@ from aiobs import Settings
 from aiobs.metrics.instruments import Instruments
 from aiobs.tracing.otlp import EncodedSpan, FastOTLPSpanExporter, encode_request
 from aiobs.tracing.provider import build_exporter, build_tracer_provider
-from aiobs.tracing.server_span import ServerSpans
+from aiobs.tracing.spans import Spans
 from tests.support.otlp_receiver import OtlpReceiver, decode
 
 REMOTE_PARENT = SpanContext(
@@ -88,7 +88,7 @@ def _spans() -> list[ReadableSpan]:
         )
         linked.set_status(Status(StatusCode.OK))
         linked.end()
-        server_spans = ServerSpans(plain)  # the middleware's lean path
+        server_spans = Spans(plain, SpanKind.SERVER)  # the middleware's lean path
         assert server_spans.lean
         server = server_spans.start("POST", remote, {"url.path": "/v1/chat"}, [Link(REMOTE_PARENT)])
         server.add_event("exception", {"exception.type": "ValueError"})

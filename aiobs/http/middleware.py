@@ -21,7 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Link
+from opentelemetry.trace import Link, SpanKind
 
 from aiobs import catalog
 from aiobs._inference import RequestClock, current_request
@@ -31,7 +31,7 @@ from aiobs.http.routes import route_template
 from aiobs.logs.pipeline import SPAN_CONTEXT_ATTRIBUTE, route_server_loggers
 from aiobs.metrics.recorders import HistogramRecorder, adder, incrementer
 from aiobs.tracing.provider import propagation_headers, record_error
-from aiobs.tracing.server_span import ServerSpans
+from aiobs.tracing.spans import Spans
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -83,7 +83,7 @@ class ObservabilityMiddleware:
         settings = observability.settings
         instruments = observability._instruments
         tracer = observability.tracer if settings.instrumentation == "aiobs" else None
-        self._spans = ServerSpans(tracer) if tracer is not None else None
+        self._spans = Spans(tracer, SpanKind.SERVER) if tracer is not None else None
         self._propagator = observability._propagator
         self._propagation_fields = frozenset(
             name.lower().encode("latin-1") for name in propagation_headers(settings)

@@ -66,6 +66,15 @@ class HistogramRecorder:
         self._buckets = [bucket.inc for bucket in buckets] if shaped and buckets else []
         self._due = [float("-inf")] * len(self._bounds)
 
+    def count(self, value: float) -> None:
+        """Count ``value``, without an exemplar."""
+        bucket = bisect_left(self._bounds, value)
+        if self._sum is not None and bucket < len(self._buckets):
+            self._sum(value)
+            self._buckets[bucket](1)
+        else:
+            self._histogram.observe(value)
+
     def observe(self, value: float, context: SpanContext, now: float) -> None:
         """Count ``value``; with ``context``'s trace id as exemplar when the span is sampled
         and ``value``'s bucket has taken none since ``now - interval`` (``now``: a

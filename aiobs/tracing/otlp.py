@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
-from aiobs.tracing.server_span import ServerSpan
+from aiobs.tracing.spans import LeanSpan
 
 _log = logging.getLogger("aiobs.tracing")
 _fixed64 = struct.Struct("<Q").pack
@@ -115,7 +115,7 @@ _names: dict[str, bytes] = {}
 """Encoded name fields: server and inference span names repeat (``POST /v1/chat``)."""
 
 
-_SDK_SPANS = frozenset((ReadableSpan, sdk_trace._Span, ServerSpan))
+_SDK_SPANS = frozenset((ReadableSpan, sdk_trace._Span, LeanSpan))
 """The SDK's span classes (and aiobs's, which adds no field): their properties return their
 fields as they are, so the encoder reads the fields."""
 

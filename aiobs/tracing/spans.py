@@ -1,16 +1,17 @@
-"""A request's server span on the SDK, with less work per request than ``Tracer.start_span``.
+"""The spans aiobs makes on every request (the server span, the inference span), on the SDK,
+with less work each than ``Tracer.start_span``.
 
-The span is the SDK's own ``Span`` class, started and ended by the SDK's ``start`` and ``end``:
+A span is the SDK's own ``Span`` class, started and ended by the SDK's ``start`` and ``end``:
 the tracer provider's sampler, id generator, span limits and processors (users' included) all
-see it as they see any span. What is left out is work the server span does not need: the
-generic argument handling of ``start_span``, a second cleaning of attributes whose types
-aiobs knows (strings and integers, cleaned by the SDK whenever a length limit is set or a
-sampler changed them), one lock per attribute set at the end, and the read-only copy the SDK
+see it as they see any span. What is left out is work these spans do not need: the generic
+argument handling of ``start_span``, a second cleaning of attributes whose types aiobs knows
+(strings and numbers, cleaned by the SDK whenever a length limit is set or a sampler changed
+them), one lock per attribute set at the end, and the read-only copy the SDK
 makes for its processors when a span ends (an ended span no longer changes; processors get the
 span itself, which is a ``ReadableSpan``).
 
 The lean path reaches into the SDK (``_Span``'s fields, the tracer's sampler and limits), so
-:class:`ServerSpans` takes it only where :func:`lean_tracer` found the shape it was written
+:class:`Spans` takes it only where :func:`lean_tracer` found the shape it was written
 against, checked field by field against a span the SDK built; otherwise spans are started
 with ``Tracer.start_span`` and finished through the public ``Span`` methods.
 """
@@ -42,12 +43,11 @@ _FLAGS = {
     for sampled in (False, True)
     for random in (False, True)
 }
-_SERVER = SpanKind.SERVER
 
 
-class ServerSpan(sdk_trace._Span):
-    """The SDK's span, built by :meth:`ServerSpans.start`; an ended one is its own read-only
-    view (its fields no longer change once ``end`` has run)."""
+class LeanSpan(sdk_trace._Span):
+    """The SDK's span, built by :meth:`Spans.start`; an ended one is its own read-only view
+    (its fields no longer change once ``end`` has run)."""
 
     _attributes: BoundedAttributes
 
@@ -55,12 +55,13 @@ class ServerSpan(sdk_trace._Span):
         return self
 
 
-class ServerSpans:
-    """Starts and finishes the server spans of one tracer."""
+class Spans:
+    """Starts and finishes the spans of one kind made by one tracer."""
 
-    def __init__(self, tracer: trace.Tracer) -> None:
+    def __init__(self, tracer: trace.Tracer, kind: SpanKind) -> None:
         self._tracer = tracer
-        self._lean = lean_tracer(tracer)
+        self._kind = kind
+        self._lean = lean_tracer(tracer, kind)
 
     @property
     def lean(self) -> bool:
@@ -71,15 +72,16 @@ class ServerSpans:
         self,
         name: str,
         context: Context,
-        attributes: dict[str, str],
+        attributes: Mapping[str, str],
         links: Sequence[Link] | None = None,
     ) -> trace.Span:
-        """A started ``SERVER`` span, child of the span in ``context`` if any; ``attributes``
-        (string values) go to the sampler and onto the span."""
+        """A started span, child of the span in ``context`` if any; ``attributes`` (string
+        values) go to the sampler and onto the span."""
         tracer = self._lean
+        kind = self._kind
         if tracer is None or not tracer._is_enabled():
             return self._tracer.start_span(
-                name, context=context, kind=_SERVER, attributes=attributes, links=links
+                name, context=context, kind=kind, attributes=attributes, links=links
             )
         links = links or ()
         ids = tracer.id_generator
@@ -91,7 +93,7 @@ class ServerSpans:
             parent = None
             trace_id = ids.generate_trace_id()
             random = ids.is_trace_id_random()
-        result = tracer.sampler.should_sample(context, trace_id, name, _SERVER, attributes, links)
+        result = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, links)
         decision = result.decision
         span_context = trace.SpanContext(
             trace_id,
@@ -103,7 +105,7 @@ class ServerSpans:
         record_end_metrics = tracer._tracer_metrics.start_span(parent, decision)
         if decision is Decision.DROP:
             return trace.NonRecordingSpan(span_context)
-        span = _new_span(tracer, name, span_context, parent, links, record_end_metrics)
+        span = _new_span(tracer, kind, name, span_context, parent, links, record_end_metrics)
         if result.attributes == attributes:
             _add_clean(span._attributes, attributes)
         else:
@@ -115,12 +117,12 @@ class ServerSpans:
         self,
         span: trace.Span,
         name: str | None,
-        attributes: Mapping[str, str | int],
+        attributes: Mapping[str, str | int | float],
         error: bool,
     ) -> None:
         """Rename ``span`` (unless ``name`` is None), add ``attributes`` (strings and
-        integers), mark it failed if ``error``, and end it."""
-        if self._lean is not None and type(span) is ServerSpan:
+        numbers), mark it failed if ``error``, and end it."""
+        if self._lean is not None and type(span) is LeanSpan:
             with span._lock:
                 if span._end_time is None:
                     if name is not None:
@@ -137,8 +139,8 @@ class ServerSpans:
         span.end()
 
 
-def _add_clean(bounded: BoundedAttributes, attributes: Mapping[str, str | int]) -> None:
-    """``bounded.update(attributes)`` for values that need no cleaning (strings and integers)
+def _add_clean(bounded: BoundedAttributes, attributes: Mapping[str, str | int | float]) -> None:
+    """``bounded.update(attributes)`` for values that need no cleaning (strings and numbers)
     unless a length limit truncates them: in one step where no key is replaced and the count
     limit is not reached, else key by key as the SDK adds them."""
     if bounded.max_value_len is not None:
@@ -157,20 +159,21 @@ def _add_clean(bounded: BoundedAttributes, attributes: Mapping[str, str | int]) 
 
 def _new_span(
     tracer: sdk_trace.Tracer,
+    kind: SpanKind,
     name: str,
     context: trace.SpanContext,
     parent: trace.SpanContext | None,
     links: Sequence[Link],
     record_end_metrics: Any,
-) -> ServerSpan:
+) -> LeanSpan:
     """What ``_Span.__init__`` builds for a span without attributes or events, field by
     field (its argument handling is most of its cost)."""
     limits = tracer._span_limits
-    span: ServerSpan = object.__new__(ServerSpan)
+    span: LeanSpan = object.__new__(LeanSpan)
     fields = span.__dict__
     fields["_name"] = name
     fields["_context"] = context
-    fields["_kind"] = _SERVER
+    fields["_kind"] = kind
     fields["_instrumentation_info"] = tracer.instrumentation_info
     fields["_instrumentation_scope"] = tracer._instrumentation_scope
     fields["_parent"] = parent
@@ -210,9 +213,9 @@ def _comparable(key: str, value: Any) -> Any:
     return value
 
 
-def lean_tracer(tracer: trace.Tracer) -> sdk_trace.Tracer | None:
-    """``tracer`` if it is an SDK tracer whose spans :func:`_new_span` builds exactly as the SDK
-    does (the same fields, equal but for the locks), else ``None``."""
+def lean_tracer(tracer: trace.Tracer, kind: SpanKind) -> sdk_trace.Tracer | None:
+    """``tracer`` if it is an SDK tracer whose spans of ``kind`` :func:`_new_span` builds
+    exactly as the SDK does (the same fields, equal but for the locks), else ``None``."""
     if type(tracer) is not sdk_trace.Tracer:
         return None
     try:
@@ -223,13 +226,13 @@ def lean_tracer(tracer: trace.Tracer) -> sdk_trace.Tracer | None:
             sampler=tracer.sampler,
             resource=tracer.resource,
             span_processor=tracer.span_processor,
-            kind=_SERVER,
+            kind=kind,
             instrumentation_info=tracer.instrumentation_info,
             limits=tracer._span_limits,
             instrumentation_scope=tracer._instrumentation_scope,
             record_end_metrics=None,
         )
-        lean = _new_span(tracer, "n", context, None, (), None)
+        lean = _new_span(tracer, kind, "n", context, None, (), None)
         if reference.__dict__.keys() != lean.__dict__.keys():
             return None
         for key, value in reference.__dict__.items():

@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from aiobs.tracing import server_span
-from aiobs.tracing.server_span import ServerSpan, ServerSpans
+from aiobs.tracing import spans as lean_spans
+from aiobs.tracing.spans import LeanSpan, Spans
 
 REQUEST = {"http.request.method": "POST", "url.path": "/v1/predict", "url.scheme": "http"}
 ENDING = {"http.response.status_code": 200, "http.route": "/v1/predict"}
@@ -81,7 +81,7 @@ APP_SET = {"http.route": "/set/by/the/app", "user.id": "u-1"}
 
 
 def _lean(
-    spans: ServerSpans,
+    spans: Spans,
     context: Context,
     links: Sequence[Link] | None,
     error: bool,
@@ -99,9 +99,10 @@ def _sdk(
     links: Sequence[Link] | None,
     error: bool,
     app_sets: bool = False,
+    kind: SpanKind = SpanKind.SERVER,
 ) -> None:
     span = tracer.start_span(
-        "POST", context=context, kind=SpanKind.SERVER, attributes=dict(REQUEST), links=links
+        "POST", context=context, kind=kind, attributes=dict(REQUEST), links=links
     )
     if app_sets:
         span.set_attributes(APP_SET)
@@ -170,23 +171,24 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("kind", [SpanKind.SERVER, SpanKind.INTERNAL])  # request, inference
 @pytest.mark.parametrize("case", CASES)
-def test_lean_spans_export_as_the_sdk_spans_do(case: str) -> None:
+def test_lean_spans_export_as_the_sdk_spans_do(case: str, kind: SpanKind) -> None:
     options, traceparent, tracestate, links, error = CASES[case]
     provider, exporter, recording = _provider(**options)
     tracer = provider.get_tracer("aiobs")
-    spans = ServerSpans(tracer)
+    spans = Spans(tracer, kind)
     assert spans.lean
     context = _parent(traceparent, tracestate)
     app_sets = case.startswith("the app set")
     _lean(spans, context, links, error, app_sets)
-    _sdk(tracer, context, links, error, app_sets)
+    _sdk(tracer, context, links, error, app_sets, kind)
     exported = exporter.get_finished_spans()
     if case in ("never sampled", "unsampled parent, parent-based"):
         assert exported == ()
         return
     lean, sdk = exported
-    assert type(lean) is ServerSpan
+    assert type(lean) is LeanSpan
     assert _comparable(lean) == _comparable(sdk)
     assert list(lean.attributes or {}) == list(sdk.attributes or {})  # in the same order
     assert lean.context.span_id != sdk.context.span_id  # type: ignore[union-attr]
@@ -201,7 +203,7 @@ def test_lean_spans_export_as_the_sdk_spans_do(case: str) -> None:
 
 def test_an_ended_lean_span_no_longer_changes() -> None:
     provider, exporter, _ = _provider()
-    spans = ServerSpans(provider.get_tracer("aiobs"))
+    spans = Spans(provider.get_tracer("aiobs"), SpanKind.SERVER)
     span = spans.start("GET", Context(), dict(REQUEST))
     trace.get_current_span(trace.set_span_in_context(span)).set_attribute("user.set", "yes")
     spans.finish(span, "GET /items", {"http.response.status_code": 404}, False)
@@ -220,31 +222,31 @@ def test_an_ended_lean_span_no_longer_changes() -> None:
 @pytest.fixture
 def drifted_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     """An SDK whose spans carry one field more than the lean path builds."""
-    original = server_span.sdk_trace._Span.__init__
+    original = lean_spans.sdk_trace._Span.__init__
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         self._new_field = 1
 
-    monkeypatch.setattr(server_span.sdk_trace._Span, "__init__", init)
+    monkeypatch.setattr(lean_spans.sdk_trace._Span, "__init__", init)
 
 
 @pytest.mark.usefixtures("drifted_sdk")
 def test_an_sdk_of_another_shape_gets_its_own_path() -> None:
     provider, exporter, _ = _provider()
     tracer = provider.get_tracer("aiobs")
-    spans = ServerSpans(tracer)
+    spans = Spans(tracer, SpanKind.SERVER)
     assert not spans.lean
     _lean(spans, Context(), None, True)
     (exported,) = exporter.get_finished_spans()
-    assert type(exported) is not ServerSpan
+    assert type(exported) is not LeanSpan
     assert exported.name == "POST /v1/predict"
     assert dict(exported.attributes or {}) == {**REQUEST, **ENDING}
     assert exported.status.status_code is trace.StatusCode.ERROR
 
 
 def test_a_tracer_that_is_not_the_sdks_gets_its_own_path() -> None:
-    spans = ServerSpans(trace.NoOpTracer())
+    spans = Spans(trace.NoOpTracer(), SpanKind.SERVER)
     assert not spans.lean
     span = spans.start("GET", Context(), dict(REQUEST))
     assert not span.is_recording()
