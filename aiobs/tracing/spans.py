@@ -170,33 +170,34 @@ def _new_span(
     field (its argument handling is most of its cost)."""
     limits = tracer._span_limits
     span: LeanSpan = object.__new__(LeanSpan)
-    fields = span.__dict__
-    fields["_name"] = name
-    fields["_context"] = context
-    fields["_kind"] = kind
-    fields["_instrumentation_info"] = tracer.instrumentation_info
-    fields["_instrumentation_scope"] = tracer._instrumentation_scope
-    fields["_parent"] = parent
-    fields["_start_time"] = None
-    fields["_end_time"] = None
-    fields["_resource"] = tracer.resource
-    fields["_status"] = _UNSET
-    fields["_sampler"] = tracer.sampler
-    fields["_trace_config"] = None
-    fields["_record_exception"] = True
-    fields["_set_status_on_exception"] = True
-    fields["_span_processor"] = tracer.span_processor
-    fields["_limits"] = limits
-    fields["_lock"] = threading.Lock()
-    fields["_attributes"] = BoundedAttributes(
-        limits.max_span_attributes,
-        None,
-        immutable=False,
-        max_value_len=limits.max_span_attribute_length,
+    span.__dict__.update(
+        _name=name,
+        _context=context,
+        _kind=kind,
+        _instrumentation_info=tracer.instrumentation_info,
+        _instrumentation_scope=tracer._instrumentation_scope,
+        _parent=parent,
+        _start_time=None,
+        _end_time=None,
+        _resource=tracer.resource,
+        _status=_UNSET,
+        _sampler=tracer.sampler,
+        _trace_config=None,
+        _record_exception=True,
+        _set_status_on_exception=True,
+        _span_processor=tracer.span_processor,
+        _limits=limits,
+        _lock=threading.Lock(),
+        _attributes=BoundedAttributes(
+            limits.max_span_attributes,
+            None,
+            immutable=False,
+            max_value_len=limits.max_span_attribute_length,
+        ),
+        _events=BoundedList(limits.max_events),
+        _record_end_metrics=record_end_metrics,
     )
-    fields["_events"] = BoundedList(limits.max_events)
-    fields["_links"] = span._new_links(links)
-    fields["_record_end_metrics"] = record_end_metrics
+    span._links = span._new_links(links)  # reads the limits set above
     return span
 
 
