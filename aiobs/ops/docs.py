@@ -26,9 +26,13 @@ _NOTES = """
 ## Exemplars
 
 `/metrics` answers `Accept: application/openmetrics-text` with the OpenMetrics format, in which
-`http_request_duration_seconds` buckets carry the `trace_id` of a sampled request as an
-exemplar (turn off with `AIOBS_EXEMPLARS=false`). Prometheus stores them with
-`--enable-feature=exemplar-storage`. prometheus_client keeps no exemplars in multiprocess mode.
+the buckets of `http_request_duration_seconds`, `http_response_first_byte_seconds`,
+`ai_inference_duration_seconds`, `ai_time_to_first_token_seconds` and
+`ai_time_per_output_token_seconds` carry the `trace_id` of a sampled span (the request's, the
+inference's) as an exemplar; a bucket takes a new one at most every 0.1 s, since Prometheus
+keeps only the one it scrapes (turn off with `AIOBS_EXEMPLARS=false`). Prometheus stores them
+with `--enable-feature=exemplar-storage`. prometheus_client keeps no exemplars in multiprocess
+mode.
 
 ## Self-monitoring
 
