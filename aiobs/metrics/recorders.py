@@ -68,12 +68,7 @@ class HistogramRecorder:
 
     def count(self, value: float) -> None:
         """Count ``value``, without an exemplar."""
-        bucket = bisect_left(self._bounds, value)
-        if self._sum is not None and bucket < len(self._buckets):
-            self._sum(value)
-            self._buckets[bucket](1)
-        else:
-            self._histogram.observe(value)
+        self._count(bisect_left(self._bounds, value), value)
 
     def observe(self, value: float, context: SpanContext, now: float) -> None:
         """Count ``value``; with ``context``'s trace id as exemplar when the span is sampled
@@ -88,7 +83,12 @@ class HistogramRecorder:
         ):
             self._due[bucket] = now + self._interval
             self._histogram.observe(value, {"trace_id": format(context.trace_id, "032x")})
-        elif self._sum is not None and bucket < len(self._buckets):
+        else:
+            self._count(bucket, value)
+
+    def _count(self, bucket: int, value: float) -> None:
+        """Count ``value`` in ``bucket``: on the child's values, or through ``observe``."""
+        if self._sum is not None and bucket < len(self._buckets):
             self._sum(value)
             self._buckets[bucket](1)
         else:

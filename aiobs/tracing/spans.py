@@ -128,14 +128,12 @@ class Spans:
                     if name is not None:
                         span._name = name
                     _add_clean(span._attributes, attributes)
-            if error:
-                span.set_status(_ERROR)
         elif span.is_recording():
             if name is not None:
                 span.update_name(name)
             span.set_attributes(attributes)
-            if error:
-                span.set_status(_ERROR)
+        if error and span.is_recording():
+            span.set_status(_ERROR)
         span.end()
 
 
