@@ -10,10 +10,11 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace import sampling as samplers
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Link, SpanKind, TraceFlags
+from opentelemetry.trace import Link, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aiobs.tracing import spans as lean_spans
@@ -251,3 +252,116 @@ def test_a_tracer_that_is_not_the_sdks_gets_its_own_path() -> None:
     span = spans.start("GET", Context(), dict(REQUEST))
     assert not span.is_recording()
     spans.finish(span, "GET /x", ENDING, False)
+
+
+class _Ids(IdGenerator):
+    """Trace ids from a list (each twice: the lean span and the SDK's get the same)."""
+
+    def __init__(self, trace_ids: list[int]) -> None:
+        self.trace_ids = trace_ids
+
+    def generate_span_id(self) -> int:
+        return 0x1234
+
+    def generate_trace_id(self) -> int:
+        return self.trace_ids.pop(0)
+
+
+SAMPLERS: dict[str, samplers.Sampler] = {
+    "always on": samplers.ALWAYS_ON,
+    "always off": samplers.ALWAYS_OFF,
+    "ratio": samplers.TraceIdRatioBased(0.5),
+    "parent-based, always on (the default)": samplers.DEFAULT_ON,
+    "parent-based ratio": samplers.ParentBasedTraceIdRatio(0.25),
+    "parent-based, every delegate set": samplers.ParentBased(
+        samplers.ALWAYS_OFF,
+        remote_parent_sampled=samplers.ALWAYS_OFF,
+        remote_parent_not_sampled=samplers.ALWAYS_ON,
+        local_parent_sampled=samplers.TraceIdRatioBased(0.5),
+        local_parent_not_sampled=samplers.ParentBased(samplers.ALWAYS_ON),
+    ),
+}
+PARENTS = {
+    "no parent": None,
+    **{
+        f"{'remote' if remote else 'local'} {'sampled' if sampled else 'unsampled'} parent": (
+            trace.SpanContext(
+                0x0AF7651916CD43DD8448EB211C80319C,
+                0xB7AD6B7169203331,
+                is_remote=remote,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else 0),
+                trace_state=TraceState([("vendor", "v1")]),
+            )
+        )
+        for remote in (True, False)
+        for sampled in (True, False)
+    },
+}
+_BOUND = samplers.TraceIdRatioBased.get_bound_for_rate(0.5)
+TRACE_IDS = [1, _BOUND - 1, _BOUND, _BOUND + 1, (7 << 64) | (_BOUND - 1), 2**128 - 1]
+
+
+@pytest.mark.parametrize("parent", PARENTS)
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_the_sdks_samplers_decide_as_they_would_themselves(sampler: str, parent: str) -> None:
+    chosen, parent_context = SAMPLERS[sampler], PARENTS[parent]
+    rule = lean_spans.sampling_rule(chosen)
+    assert rule is not None
+    context = trace.set_span_in_context(trace.NonRecordingSpan(parent_context)) if (
+        parent_context
+    ) else Context()
+    trace_ids = TRACE_IDS if parent_context is None else [parent_context.trace_id] * 6
+    provider = TracerProvider(
+        sampler=chosen, id_generator=_Ids([t for t in trace_ids for _ in (1, 2)]), shutdown_on_exit=False
+    )
+    tracer = provider.get_tracer("aiobs")
+    spans = Spans(tracer, SpanKind.SERVER)
+    assert spans.lean
+    for trace_id in trace_ids:
+        result = chosen.should_sample(context, trace_id, "POST", SpanKind.SERVER, REQUEST)
+        sampled = result.decision is samplers.Decision.RECORD_AND_SAMPLE
+        assert rule(parent_context, trace_id) is sampled, hex(trace_id)
+        lean = spans.start("POST", context, dict(REQUEST))
+        sdk = tracer.start_span("POST", context, SpanKind.SERVER, dict(REQUEST))
+        assert lean.get_span_context() == sdk.get_span_context()
+        assert lean.is_recording() is sdk.is_recording() is sampled
+        assert lean.get_span_context().trace_state == (
+            parent_context.trace_state if parent_context else TraceState()
+        )
+        for span in (lean, sdk):
+            span.end()
+
+
+class _OwnDecision(samplers.TraceIdRatioBased):
+    def should_sample(self, *args: Any, **kwargs: Any) -> samplers.SamplingResult:
+        return samplers.SamplingResult(samplers.Decision.RECORD_ONLY)
+
+
+class _OwnBound(samplers.TraceIdRatioBased):
+    @property
+    def bound(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        _OwnDecision(1.0),
+        _OwnBound(1.0),
+        samplers.StaticSampler(samplers.Decision.RECORD_ONLY),
+        samplers.ParentBased(_OwnDecision(1.0)),
+        _TaggingSampler(),
+    ],
+    ids=["own should_sample", "own bound", "record only", "parent-based, own root", "user's"],
+)
+def test_other_samplers_are_asked_themselves(sampler: samplers.Sampler) -> None:
+    assert lean_spans.sampling_rule(sampler) is None
+    provider, exporter, _ = _provider(sampler=sampler)
+    tracer = provider.get_tracer("aiobs")
+    lean = Spans(tracer, SpanKind.SERVER).start("POST", Context(), dict(REQUEST))
+    sdk = tracer.start_span("POST", Context(), SpanKind.SERVER, dict(REQUEST))
+    assert lean.is_recording() is sdk.is_recording()
+    assert lean.get_span_context().trace_flags == sdk.get_span_context().trace_flags
+    lean.end()
+    sdk.end()
+    assert len(exporter.get_finished_spans()) in (0, 2)

@@ -356,7 +356,12 @@ class AccessLog:
         self._sanitize = Sanitizer(settings.log_max_field_length)
 
     def write(
-        self, method: str, route: str, status: int, duration: float, span_context: Any
+        self,
+        method: str,
+        route: str,
+        status: int,
+        duration: float,
+        span_context: trace.SpanContext | None,
     ) -> None:
         """Write the line of one request (``span_context``: its server span's, or ``None``)."""
         failed = status >= 500
@@ -364,18 +369,8 @@ class AccessLog:
             return
         bound = bound_contextvars()
         if not bound:  # the usual case: values only, formatted by the sink's writer thread
-            valid = span_context is not None and span_context.is_valid
-            self._write_later(
-                self._render,
-                time.time(),
-                failed,
-                method,
-                route,
-                status,
-                duration,
-                span_context.trace_id if valid else None,
-                span_context.span_id if valid else None,
-            )
+            now = time.time()
+            self._write_later(self._render, now, method, route, status, duration, span_context)
             return
         line: dict[str, Any] = {
             "timestamp": utc_timestamp(),
@@ -397,18 +392,18 @@ class AccessLog:
     def _render(
         self,
         now: float,
-        failed: bool,
         method: str,
         route: str,
         status: int,
         duration: float,
-        trace_id: int | None,
-        span_id: int | None,
+        span_context: trace.SpanContext | None,
     ) -> str:
         """The line, formatted directly as the encoder would (on the writer thread, which
-        alone reads and fills the cache of the line's fixed parts)."""
+        alone reads and fills the cache of the line's fixed parts; a span context is an
+        immutable tuple)."""
         ids = ""
-        if trace_id is not None:
+        if span_context is not None and span_context.is_valid:
+            trace_id, span_id = span_context.trace_id, span_context.span_id
             ids = f',"trace_id":"{trace_id:032x}","span_id":"{span_id:016x}"'
         middle = self._before_status.get((method, route))
         if middle is None:
@@ -416,8 +411,8 @@ class AccessLog:
             if len(self._before_status) < 10_000:
                 self._before_status[method, route] = middle
         return (
-            f'{{"timestamp":"{utc_timestamp(now)}{self._after_timestamp[failed]}{ids}{middle}'
-            f'{status},"duration_ms":{round(duration * 1000, 3)!r}}}'
+            f'{{"timestamp":"{utc_timestamp(now)}{self._after_timestamp[status >= 500]}{ids}'
+            f'{middle}{status},"duration_ms":{round(duration * 1000, 3)!r}}}'
         )
 
 
@@ -430,7 +425,12 @@ class StdlibAccessLog:
         self._logger = logging.getLogger(ACCESS_LOGGER)
 
     def write(
-        self, method: str, route: str, status: int, duration: float, span_context: Any
+        self,
+        method: str,
+        route: str,
+        status: int,
+        duration: float,
+        span_context: trace.SpanContext | None,
     ) -> None:
         level = logging.ERROR if status >= 500 else logging.INFO
         if not self._logger.isEnabledFor(level):

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 _log = logging.getLogger("aiobs.tracing")
 
@@ -43,6 +45,12 @@ _FLAGS = {
     for sampled in (False, True)
     for random in (False, True)
 }
+
+_MAX_TRACE_ID = 2**128 - 1
+_MAX_SPAN_ID = 2**64 - 1
+
+SamplingRule = Callable[[trace.SpanContext | None, int], bool]
+"""Whether a span is sampled, given its parent's valid span context (or None) and its trace id."""
 
 
 class LeanSpan(sdk_trace._Span):
@@ -62,6 +70,8 @@ class Spans:
         self._tracer = tracer
         self._kind = kind
         self._lean = lean_tracer(tracer, kind)
+        self._sampler: sampling.Sampler | None = None
+        self._rule: SamplingRule | None = None
 
     @property
     def lean(self) -> bool:
@@ -93,23 +103,42 @@ class Spans:
             parent = None
             trace_id = ids.generate_trace_id()
             random = ids.is_trace_id_random()
-        result = tracer.sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        decision = result.decision
-        span_context = trace.SpanContext(
-            trace_id,
-            ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=_FLAGS[decision is Decision.RECORD_AND_SAMPLE, random],
-            trace_state=result.trace_state,
+        sampler = tracer.sampler
+        if sampler is not self._sampler:
+            self._sampler, self._rule = sampler, sampling_rule(sampler)
+        rule = self._rule
+        if rule is not None:  # the SDK's own sampler: its decision without its result object
+            sampled = rule(parent, trace_id)
+            decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.DROP
+            trace_state = parent.trace_state if parent is not None else DEFAULT_TRACE_STATE
+            added: Mapping[str, Any] | None = None
+        else:
+            result = sampler.should_sample(context, trace_id, name, kind, attributes, links)
+            decision = result.decision
+            sampled = decision is Decision.RECORD_AND_SAMPLE
+            state = result.trace_state
+            trace_state = DEFAULT_TRACE_STATE if state is None else state
+            added = None if result.attributes == attributes else result.attributes
+        span_id = ids.generate_span_id()
+        span_context = tuple.__new__(  # SpanContext(...) without its argument handling
+            trace.SpanContext,
+            (
+                trace_id,
+                span_id,
+                False,
+                _FLAGS[sampled, random],
+                trace_state,
+                0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID,
+            ),
         )
         record_end_metrics = tracer._tracer_metrics.start_span(parent, decision)
         if decision is Decision.DROP:
             return trace.NonRecordingSpan(span_context)
         span = _new_span(tracer, kind, name, span_context, parent, links, record_end_metrics)
-        if result.attributes == attributes:
+        if added is None:
             _add_clean(span._attributes, attributes)
         else:
-            span._attributes._set_items(result.attributes)
+            span._attributes._set_items(added)
         span.start(parent_context=context)
         return span
 
@@ -199,6 +228,51 @@ def _new_span(
     return span
 
 
+def sampling_rule(sampler: sampling.Sampler) -> SamplingRule | None:
+    """What ``sampler.should_sample`` decides, as a function of the parent and the trace id,
+    for the SDK's own samplers (always on, always off, trace id ratio, parent-based of
+    those: the ones ``OTEL_TRACES_SAMPLER`` names), whose result otherwise costs several
+    objects per span; None for any other sampler, which is then asked itself."""
+    should_sample = type(sampler).should_sample
+    if should_sample is sampling.StaticSampler.should_sample:
+        decision = sampler._decision  # type: ignore[attr-defined]
+        if decision not in (Decision.DROP, Decision.RECORD_AND_SAMPLE):
+            return None
+        sampled = decision is Decision.RECORD_AND_SAMPLE
+        return lambda parent, trace_id: sampled
+    if should_sample is sampling.TraceIdRatioBased.should_sample:
+        if type(sampler).bound is not sampling.TraceIdRatioBased.bound:  # type: ignore[attr-defined]
+            return None  # a bound of its own, which may change
+        limit, bound = sampler.TRACE_ID_LIMIT, sampler.bound  # type: ignore[attr-defined]
+        return lambda parent, trace_id: trace_id & limit < bound
+    if should_sample is not sampling.ParentBased.should_sample:
+        return None
+    delegates = [
+        sampling_rule(getattr(sampler, name))
+        for name in (
+            "_root",
+            "_remote_parent_sampled",
+            "_remote_parent_not_sampled",
+            "_local_parent_sampled",
+            "_local_parent_not_sampled",
+        )
+    ]
+    root, remote_sampled, remote_unsampled, local_sampled, local_unsampled = delegates
+    if None in delegates:
+        return None
+
+    def parent_based(parent: trace.SpanContext | None, trace_id: int) -> bool:
+        if parent is None:
+            return root(parent, trace_id)  # type: ignore[misc]
+        if parent.is_remote:
+            rule = remote_sampled if parent.trace_flags.sampled else remote_unsampled
+        else:
+            rule = local_sampled if parent.trace_flags.sampled else local_unsampled
+        return rule(parent, trace_id)  # type: ignore[misc]
+
+    return parent_based
+
+
 def _comparable(key: str, value: Any) -> Any:
     """What of a span field must be equal between the SDK's span and the lean path's."""
     if key == "_lock":
@@ -237,10 +311,23 @@ def lean_tracer(tracer: trace.Tracer, kind: SpanKind) -> sdk_trace.Tracer | None
         for key, value in reference.__dict__.items():
             if _comparable(key, value) != _comparable(key, lean.__dict__[key]):
                 return None
-        shaped = callable(getattr(tracer, "_is_enabled", None)) and hasattr(
-            tracer._tracer_metrics, "start_span"
+        shaped = (
+            callable(getattr(tracer, "_is_enabled", None))
+            and hasattr(tracer._tracer_metrics, "start_span")
+            and _span_context_is_a_tuple()
         )
         return tracer if shaped else None
     except Exception:  # noqa: BLE001 - any other shape: the SDK's own path
         _log.debug("the SDK's span differs from the lean path's; using start_span", exc_info=True)
         return None
+
+
+def _span_context_is_a_tuple() -> bool:
+    """Whether ``SpanContext`` is the tuple of its fields that :meth:`Spans.start` builds."""
+    flags = TraceFlags(TraceFlags.SAMPLED)
+    built = tuple.__new__(trace.SpanContext, (2, 3, False, flags, DEFAULT_TRACE_STATE, True))
+    reference = trace.SpanContext(2, 3, is_remote=False, trace_flags=flags)
+    fields = ("trace_id", "span_id", "is_remote", "trace_flags", "trace_state", "is_valid")
+    return tuple(reference) == built and all(
+        getattr(reference, name) == getattr(built, name) for name in fields
+    )
