@@ -135,6 +135,40 @@ async def test_fastapi_instrumented_before_aiobs_keeps_one_server_span() -> None
     obs.shutdown(timeout=1)
 
 
+async def test_fastapi_instrumented_after_aiobs_keeps_one_server_span_and_error_answers() -> None:
+    """opentelemetry-instrumentation-fastapi applied after aiobs rebuilds the stack around
+    what aiobs put on top (it requires a ServerErrorMiddleware there): its span is the one
+    server span, aiobs joins it, and an unhandled exception still gets the app's answer."""
+    tracing = ServiceTracing()
+    app, obs = joined_app(tracing)
+
+    @app.get("/v1/fail")
+    async def fail() -> None:
+        raise RuntimeError("boom")
+
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=tracing.provider, exclude_spans=["send", "receive"]
+    )
+    async with client_for(app, raise_app_exceptions=False) as client:
+        assert (await client.get("/v1/models/m")).status_code == 200
+        failed = await client.get("/v1/fail")
+    assert failed.status_code == 500
+    assert failed.json()["error"] == "internal_server_error"  # aiobs's JSON answer
+    spans = tracing.spans()
+    servers = server_spans(spans)
+    assert len(servers) == 2  # one per request, both OpenTelemetry's
+    scopes = {span.instrumentation_scope.name for span in servers}  # type: ignore[union-attr]
+    assert scopes == {"opentelemetry.instrumentation.fastapi"}
+    assert inference_parent(spans) == servers[0].context.span_id
+    assert (
+        obs.registry.get_sample_value(
+            "http_requests_total", {"method": "GET", "route": "/v1/fail", "status": "500"}
+        )
+        == 1
+    )
+    obs.shutdown(timeout=1)
+
+
 def _serve(
     command: list[str], env: dict[str, str], log: Path, port: int
 ) -> subprocess.Popen[bytes]:

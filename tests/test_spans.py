@@ -10,10 +10,10 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
-from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace import sampling as samplers
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -311,9 +311,8 @@ def test_the_sdks_samplers_decide_as_they_would_themselves(sampler: str, parent:
         parent_context
     ) else Context()
     trace_ids = TRACE_IDS if parent_context is None else [parent_context.trace_id] * 6
-    provider = TracerProvider(
-        sampler=chosen, id_generator=_Ids([t for t in trace_ids for _ in (1, 2)]), shutdown_on_exit=False
-    )
+    ids = _Ids([trace_id for trace_id in trace_ids for _ in (1, 2)])
+    provider = TracerProvider(sampler=chosen, id_generator=ids, shutdown_on_exit=False)
     tracer = provider.get_tracer("aiobs")
     spans = Spans(tracer, SpanKind.SERVER)
     assert spans.lean

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aiobs._observability import Observability
 from aiobs.http.middleware import ObservabilityMiddleware
@@ -44,12 +44,21 @@ def attach(app: Starlette, obs: Observability) -> None:
     build_stack = app.build_middleware_stack
 
     def build_middleware_stack() -> ASGIApp:
-        # The outer ServerErrorMiddleware keeps the stack's usual shape for whatever wraps
-        # it later (OpenTelemetry's instrumentation looks for it); it never answers, since
-        # the application's own answers first.
-        return ServerErrorMiddleware(ObservabilityMiddleware(build_stack(), observability=obs))
+        return StackTop(ObservabilityMiddleware(build_stack(), observability=obs))
 
     app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+
+
+class StackTop(ServerErrorMiddleware):
+    """The top of the stack in the shape Starlette builds it, a ``ServerErrorMiddleware``:
+    OpenTelemetry's FastAPI instrumentation, applied after aiobs, requires one there and
+    rebuilds the stack around its ``app``. It only passes each request on: the application's
+    own ``ServerErrorMiddleware``, inside, answers an unhandled exception (with the app's
+    handler and debug setting), and the server answers whatever is raised outside it.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 async def json_server_error(request: Request, exc: Exception) -> Response:
