@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 import pytest
 import structlog
 from fastapi import FastAPI
+from opentelemetry import baggage
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from starlette.routing import Mount
@@ -148,6 +149,36 @@ async def test_public_edge_starts_a_new_trace_linked_to_the_caller(
     assert span.context is not None
     assert format(span.context.trace_id, "032x") != CALLER_TRACE
     assert [format(link.context.trace_id, "032x") for link in span.links] == [CALLER_TRACE]
+
+
+@pytest.mark.parametrize("public_edge", [False, True])
+async def test_the_requests_baggage_reaches_the_app(
+    make_harness: Callable[..., Harness], public_edge: bool
+) -> None:
+    """What the propagators read from the request besides its trace (W3C baggage) is in the
+    context the app runs in, for its own use and its downstream calls; a public edge takes
+    none from its callers."""
+    harness = make_harness(public_edge=public_edge)
+    app = FastAPI()
+
+    @app.get("/baggage")
+    async def read_baggage() -> dict[str, object]:
+        return dict(baggage.get_all())
+
+    aiobs.instrument(app, observability=harness.obs)
+    async with client_for(app) as client:
+        with_trace = await client.get(
+            "/baggage", headers={"traceparent": TRACEPARENT, "baggage": "tenant=t-1,plan=pro"}
+        )
+        alone = await client.get("/baggage", headers={"baggage": "tenant=t-2"})
+        none = await client.get("/baggage")
+    if public_edge:
+        assert with_trace.json() == alone.json() == none.json() == {}
+    else:
+        assert with_trace.json() == {"tenant": "t-1", "plan": "pro"}
+        assert alone.json() == {"tenant": "t-2"}
+        assert none.json() == {}
+    assert baggage.get_all() == {}  # nothing left behind in the caller's context
 
 
 @pytest.mark.parametrize(

@@ -132,8 +132,9 @@ class ObservabilityMiddleware:
         span = None
         token = None
         if self._spans is not None and not server_span.get_span_context().is_valid:
-            span = server_span = self._start_span(scope, method)
-            token = otel_context.attach(trace.set_span_in_context(span))
+            span, request_context = self._start_span(scope, method)
+            server_span = span
+            token = otel_context.attach(trace.set_span_in_context(span, request_context))
         status = 0
         first_byte = 0.0  # when the first body chunk of a streamed response was sent
         last_byte = 0.0  # when the response ended
@@ -207,27 +208,34 @@ class ObservabilityMiddleware:
             current_request.reset(clock_token)
 
     # --- requests ----------------------------------------------------------------------
-    def _start_span(self, scope: Scope, method: str) -> trace.Span:
+    def _start_span(self, scope: Scope, method: str) -> tuple[trace.Span, Context | None]:
+        """The request's server span, and the context it goes into (None: the current one),
+        which holds what the propagators read from the request (its baggage)."""
         assert self._spans is not None
         headers = scope["headers"]
         fields = self._propagation_fields
         parent = _EMPTY_CONTEXT  # most requests carry no context: skip the propagators
+        request_context = None
         for name, _ in headers:
             if name in fields:
-                parent = self._propagator.extract(headers, getter=_GETTER)
+                current = otel_context.get_current()
+                parent = self._propagator.extract(headers, current, getter=_GETTER)
+                request_context = parent
                 break
         links = None
         if self._public_edge:
-            # A public edge does not let callers choose its trace: new root, caller linked.
+            # A public edge does not let callers choose its trace (new root, caller linked)
+            # nor hand baggage to the service and its downstream calls.
             caller = trace.get_current_span(parent).get_span_context()
             links = [Link(caller)] if caller.is_valid else None
             parent = Context()
+            request_context = None
         attributes = {
             catalog.ATTR_HTTP_METHOD: method,
             catalog.ATTR_URL_PATH: scope["path"],
             catalog.ATTR_URL_SCHEME: scope.get("scheme", "http"),
         }
-        return self._spans.start(method, parent, attributes, links)
+        return self._spans.start(method, parent, attributes, links), request_context
 
     def _record(
         self, method: str, route: str, status: int, duration: float, context: Any, now: float
