@@ -151,6 +151,31 @@ async def test_public_edge_starts_a_new_trace_linked_to_the_caller(
     assert [format(link.context.trace_id, "032x") for link in span.links] == [CALLER_TRACE]
 
 
+async def test_routes_past_the_label_limit_fold_into_other_each_time(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """The first route templates up to the limit keep their own series; each request to a
+    later one is counted as ``other`` and counted as a fold."""
+    harness = make_harness(max_label_values=2)
+    app = FastAPI()
+    for name in ("a", "b", "c"):
+        app.add_api_route(f"/{name}/{{item}}", lambda item: {"item": item}, methods=["GET"])
+    aiobs.instrument(app, observability=harness.obs)
+    async with client_for(app) as client:
+        for _ in range(2):
+            for name in ("a", "b", "c"):
+                assert (await client.get(f"/{name}/1")).status_code == 200
+    counts = {
+        route: harness.sample("http_requests_total", method="GET", route=route, status="200")
+        for route in ("/a/{item}", "/b/{item}", "/c/{item}", "other")
+    }
+    assert counts == {"/a/{item}": 2, "/b/{item}": 2, "/c/{item}": None, "other": 2}
+    folds = harness.sample(
+        "aiobs_label_values_folded_total", metric="http_requests_total", label="route"
+    )
+    assert folds == 2
+
+
 @pytest.mark.parametrize("public_edge", [False, True])
 async def test_the_requests_baggage_reaches_the_app(
     make_harness: Callable[..., Harness], public_edge: bool

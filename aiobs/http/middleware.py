@@ -95,6 +95,7 @@ class ObservabilityMiddleware:
         self._first_byte = instruments.http_first_byte
         self._in_flight = adder(instruments.http_in_flight)
         self._bound_route = observability._label_guard.bound
+        self._admitted_routes: set[str] = set()
         self._request_counts: dict[tuple[str, str, str], Callable[[], None]] = {}
         self._durations: dict[tuple[str, str], HistogramRecorder] = {}
         self._first_bytes: dict[tuple[str, str], HistogramRecorder] = {}
@@ -186,8 +187,11 @@ class ObservabilityMiddleware:
                 status = 500
             failure = error if isinstance(error, Exception) and not disconnected else None
             route = route_template(scope, root_path)
-            if route != catalog.UNMATCHED_ROUTE:
-                route = self._bound_route(catalog.HTTP_REQUESTS.name, catalog.ROUTE, route)
+            if route not in self._admitted_routes and route != catalog.UNMATCHED_ROUTE:
+                bounded = self._bound_route(catalog.HTTP_REQUESTS.name, catalog.ROUTE, route)
+                if bounded == route:  # admitted for good (a folded one is counted each time)
+                    self._admitted_routes.add(route)
+                route = bounded
             context = server_span.get_span_context()
             self._record(method, route, status, duration, context, ended)
             if first_byte:
