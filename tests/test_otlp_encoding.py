@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.common import http as sdk_http
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http import trace_exporter as sdk_trace_exporter
@@ -93,6 +94,8 @@ def _spans() -> list[ReadableSpan]:
         server = server_spans.start("POST", remote, {"url.path": "/v1/chat"}, [Link(REMOTE_PARENT)])
         server.add_event("exception", {"exception.type": "ValueError"})
         server_spans.finish(server, "POST /v1/chat", {"http.response.status_code": 500}, True)
+        bare = server_spans.start("GET", Context(), {"url.path": "/health"})  # no events, links
+        server_spans.finish(bare, None, {"http.response.status_code": 200}, False)
         for kind in (SpanKind.CLIENT, SpanKind.PRODUCER, SpanKind.INTERNAL):
             plain.start_span(f"kind {kind.name}", kind=kind).end()
     return list(exporter.get_finished_spans())

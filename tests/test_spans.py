@@ -78,7 +78,15 @@ def _parent(traceparent: str | None, tracestate: str | None = None) -> Context:
 
 
 APP_SET = {"http.route": "/set/by/the/app", "user.id": "u-1"}
-"""What the app sets on the current span during the request, in the cases that say so."""
+"""What the app sets on the current span during the request, in the cases that say so (with
+an event and a link)."""
+APP_LINK = trace.SpanContext(9, 10, is_remote=True, trace_flags=TraceFlags(1))
+
+
+def _app_sets(span: trace.Span) -> None:
+    span.set_attributes(APP_SET)
+    span.add_event("cache miss", {"key": "k-1"}, timestamp=1_000)
+    span.add_link(APP_LINK, {"why": "batch"})
 
 
 def _lean(
@@ -90,7 +98,7 @@ def _lean(
 ) -> None:
     span = spans.start("POST", context, dict(REQUEST), links)
     if app_sets:
-        span.set_attributes(APP_SET)
+        _app_sets(span)
     spans.finish(span, "POST /v1/predict", ENDING, error)
 
 
@@ -106,7 +114,7 @@ def _sdk(
         "POST", context=context, kind=kind, attributes=dict(REQUEST), links=links
     )
     if app_sets:
-        span.set_attributes(APP_SET)
+        _app_sets(span)
     span.update_name("POST /v1/predict")
     span.set_attributes(ENDING)
     if error:
@@ -129,7 +137,8 @@ def _comparable(span: ReadableSpan) -> dict[str, Any]:
         "dropped_attributes": span.dropped_attributes,
         "links": [(link.context, dict(link.attributes or {})) for link in span.links],
         "status": (span.status.status_code, span.status.description),
-        "events": list(span.events),
+        "events": [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events],
+        "dropped": (span.dropped_events, span.dropped_links),
         "resource": span.resource.attributes,
         "scope": span.instrumentation_scope,
     }
@@ -154,7 +163,13 @@ CASES = {
     "never sampled": ({"sampler": samplers.ALWAYS_OFF}, None, None, None, False),
     "a sampler that adds attributes": ({"sampler": _TaggingSampler()}, None, None, None, False),
     "count limit": ({"span_limits": SpanLimits(max_span_attributes=4)}, None, None, None, False),
-    "the app set attributes, one of them aiobs's": ({}, None, None, None, False),
+    "the app set attributes (one of them aiobs's), an event and a link": (
+        {},
+        None,
+        None,
+        None,
+        False,
+    ),
     "length and count limits": (
         {"span_limits": SpanLimits(max_span_attributes=4, max_span_attribute_length=5)},
         None,

@@ -115,6 +115,8 @@ _names: dict[str, bytes] = {}
 """Encoded name fields: server and inference span names repeat (``POST /v1/chat``)."""
 
 
+_NONE: BoundedList[Any] = BoundedList(0)
+"""The events or links of a lean span that made none: empty, nothing dropped."""
 _SDK_SPANS = frozenset((ReadableSpan, sdk_trace._Span, LeanSpan))
 """The SDK's span classes (and aiobs's, which adds no field): their properties return their
 fields as they are, so the encoder reads the fields."""
@@ -126,7 +128,9 @@ def _fields(span: ReadableSpan) -> tuple[Any, ...]:
     SDK's own spans (an ended span no longer changes; the public views of its containers copy
     under a lock), through the public properties for any other class."""
     if span.__class__ in _SDK_SPANS:
-        attributes, events, links = span._attributes, span._events, span._links
+        fields = span.__dict__  # a lean span's events and links: made when first read
+        attributes = span._attributes
+        events, links = fields.get("_events", _NONE), fields.get("_links", _NONE)
         if (
             type(attributes) is BoundedAttributes
             and type(events) is BoundedList

@@ -53,11 +53,30 @@ SamplingRule = Callable[[trace.SpanContext | None, int], bool]
 """Whether a span is sampled, given its parent's valid span context (or None) and its trace id."""
 
 
+class _MadeWhenRead:
+    """A span's list of events or of links, made the first time it is read (most spans have
+    neither); an instance field once made, as the SDK's span has it from the start."""
+
+    def __init__(self, limit: str) -> None:
+        self._limit = limit
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, span: Any, owner: type | None = None) -> Any:
+        if span is None:
+            return self
+        made: BoundedList[Any] = BoundedList(getattr(span._limits, self._limit))
+        return span.__dict__.setdefault(self._name, made)  # one list if two threads race
+
+
 class LeanSpan(sdk_trace._Span):
     """The SDK's span, built by :meth:`Spans.start`; an ended one is its own read-only view
     (its fields no longer change once ``end`` has run)."""
 
     _attributes: BoundedAttributes
+    _events = _MadeWhenRead("max_events")
+    _links = _MadeWhenRead("max_links")
 
     def _readable_span(self) -> sdk_trace.ReadableSpan:
         return self
@@ -221,10 +240,10 @@ def _new_span(
             immutable=False,
             max_value_len=limits.max_span_attribute_length,
         ),
-        _events=BoundedList(limits.max_events),
         _record_end_metrics=record_end_metrics,
     )
-    span._links = span._new_links(links)  # reads the limits set above
+    if links:
+        span._links = span._new_links(links)  # reads the limits set above
     return span
 
 
@@ -306,6 +325,7 @@ def lean_tracer(tracer: trace.Tracer, kind: SpanKind) -> sdk_trace.Tracer | None
             record_end_metrics=None,
         )
         lean = _new_span(tracer, kind, "n", context, None, (), None)
+        lean._events, lean._links  # noqa: B018 - made when read
         if reference.__dict__.keys() != lean.__dict__.keys():
             return None
         for key, value in reference.__dict__.items():
