@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
@@ -233,6 +234,30 @@ def test_uvicorn_access_log_is_replaced(make_harness: Callable[..., Harness]) ->
     assert trace.get_current_span().get_span_context().is_valid is False
 
 
+def test_queued_access_lines_are_left_alone_by_the_garbage_collector() -> None:
+    """An access line waits for the writer as a tuple of numbers and strings (the span's ids,
+    not its context): after one pass the cyclic garbage collector no longer tracks it, so
+    lines waiting for a slow writer add nothing to its full collections."""
+    stream = _BlockedStream()
+    sink = LogSink(capacity=100, on_drop=lambda: None, stream=stream)
+    access = AccessLog(aiobs.Settings.load({}, environ={}), sink).write
+    span_context = trace.SpanContext(0x1, 0x2, is_remote=False)
+    sink.write("first")  # the writer takes it and blocks on the stream
+    deadline = time.monotonic() + 5
+    while sink._lines and time.monotonic() < deadline:
+        time.sleep(0.001)
+    for status in (200, 503):
+        access("POST", "/v1/predict", status, 0.01, span_context)
+    queued = list(sink._lines)
+    assert len(queued) == 2
+    gc.collect()
+    assert [item for item in queued if gc.is_tracked(item)] == []
+    stream.release.set()
+    assert sink.flush(5)
+    lines = stream.getvalue().splitlines()[1:]
+    assert [json.loads(line)["trace_id"] for line in lines] == [f"{1:032x}"] * 2
+
+
 def test_access_line_formats_exactly_as_the_encoder_would() -> None:
     """The access line's direct formatting gives, byte for byte after the timestamp, what the
     JSON encoder gives for the same fields (quotes and non-ASCII in routes included), and the
@@ -334,8 +359,9 @@ def test_lines_queued_as_values_are_formatted_by_the_writer_in_order() -> None:
         return f"rendered {number}"
 
     sink.write("plain 0")
+    render_number = sink.add_render(render)
     for number in (1, 2, 3, 4):
-        sink.write_later(render, number)
+        sink.write_later(render_number, number)
     sink.write("plain 5")
     assert sink.flush(5)
     assert stream.getvalue().splitlines() == [

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from aiobs import Settings
 from aiobs.metrics.instruments import Instruments
-from aiobs.tracing.otlp import EncodedSpan, FastOTLPSpanExporter, encode_request
+from aiobs.tracing.otlp import FastOTLPSpanExporter, encode_request
 from aiobs.tracing.provider import build_exporter, build_tracer_provider
 from aiobs.tracing.spans import Spans
 from tests.support.otlp_receiver import OtlpReceiver, decode
@@ -219,22 +219,24 @@ def test_unencodable_values_raise_for_the_fallback(value: object) -> None:
 
 
 def test_pre_encoded_spans_encode_to_the_same_request() -> None:
-    """The processor queues EncodedSpans (bytes, resource, scope): the request built from them,
-    alone or mixed with SDK spans, is the SDK's message."""
+    """The processor queues EncodedSpans (bytes, the number of their resource and scope): the
+    request built from them, alone or mixed with SDK spans, is the SDK's message."""
     spans = _spans()
     exporter = _exporter("http://127.0.0.1:9")
     queued = [exporter.pre_encode(span) for span in spans]
-    assert all(isinstance(item, EncodedSpan) for item in queued)
+    assert all(type(item) is tuple for item in queued)
     mixed = [queued[i] if i % 2 else span for i, span in enumerate(spans)]
     for batch in (queued, mixed):
-        assert ExportTraceServiceRequest.FromString(encode_request(batch)) == encode_spans(spans)
+        request = encode_request(batch, exporter._origins)
+        assert ExportTraceServiceRequest.FromString(request) == encode_spans(spans)
     exporter.shutdown()
 
 
 def test_the_batch_processor_holds_bytes_not_the_sdks_spans() -> None:
     """Between their end and their batch's export, spans are held as EncodedSpans: the SDK's
-    span objects are freed at once (so they do not feed the cyclic garbage collector), and the
-    collector receives what the SDK would have sent."""
+    span objects are freed at once, what is queued is untracked by the cyclic garbage collector
+    after its first pass (so spans waiting for their batch do not feed its full collections),
+    and the collector receives what the SDK would have sent."""
     with OtlpReceiver() as receiver:
         settings = Settings.load(
             {"span_schedule_delay_ms": 60_000, "span_batch_size": 512, "service_name": "svc"},
@@ -252,9 +254,10 @@ def test_the_batch_processor_holds_bytes_not_the_sdks_spans() -> None:
         processor = provider._active_span_processor._span_processors[0]
         queue = processor._batch_processor._queue
         assert len(queue) == 20
-        assert all(isinstance(item, EncodedSpan) for item in queue)
+        assert all(type(item) is tuple for item in queue)
         gc.collect()
         assert [ref for ref in ended if ref() is not None] == []
+        assert [item for item in queue if gc.is_tracked(item)] == []
         assert provider.force_flush(10_000)
         received = receiver.spans
         provider.shutdown()

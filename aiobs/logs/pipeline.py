@@ -341,6 +341,7 @@ class AccessLog:
     def __init__(self, settings: Settings, sink: LogSink) -> None:
         self._write = sink.write
         self._write_later = sink.write_later
+        self._render_number = sink.add_render(self._render)
         self._service = settings.service_name
         head = _encode({"event": catalog.ACCESS_LOG_EVENT, "logger": ACCESS_LOGGER})[1:-1]
         service = _encode(settings.service_name)
@@ -369,8 +370,13 @@ class AccessLog:
             return
         bound = bound_contextvars()
         if not bound:  # the usual case: values only, formatted by the sink's writer thread
+            trace_id = span_id = 0
+            if span_context is not None and span_context.is_valid:
+                trace_id, span_id = span_context.trace_id, span_context.span_id
             now = time.time()
-            self._write_later(self._render, now, method, route, status, duration, span_context)
+            self._write_later(
+                self._render_number, now, method, route, status, duration, trace_id, span_id
+            )
             return
         line: dict[str, Any] = {
             "timestamp": utc_timestamp(),
@@ -396,14 +402,13 @@ class AccessLog:
         route: str,
         status: int,
         duration: float,
-        span_context: trace.SpanContext | None,
+        trace_id: int,
+        span_id: int,
     ) -> str:
         """The line, formatted directly as the encoder would (on the writer thread, which
-        alone reads and fills the cache of the line's fixed parts; a span context is an
-        immutable tuple)."""
+        alone reads and fills the cache of the line's fixed parts; ids 0: no span)."""
         ids = ""
-        if span_context is not None and span_context.is_valid:
-            trace_id, span_id = span_context.trace_id, span_context.span_id
+        if trace_id:
             ids = f',"trace_id":"{trace_id:032x}","span_id":"{span_id:016x}"'
         middle = self._before_status.get((method, route))
         if middle is None:

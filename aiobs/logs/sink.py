@@ -2,8 +2,8 @@
 
 A blocked or slow stdout must never stall the service: the request path only appends to the
 buffer; when the buffer is full the line is dropped and counted. A line may also be queued as
-the values it is made of and a function that formats them (the access line): the writer
-formats it, in a batch, off the request path.
+the values it is made of and the number of a function that formats them (the access line):
+the writer formats it, in a batch, off the request path.
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ class LogSink:
         self._capacity = capacity
         self._on_drop = on_drop
         self._stream = stream
-        self._lines: collections.deque[str | tuple[Callable[..., str], tuple[Any, ...]]] = (
-            collections.deque()
-        )
+        self._lines: collections.deque[str | tuple[Any, ...]] = collections.deque()
+        self._renders: list[Callable[..., str]] = []
         self._wake = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -57,13 +56,21 @@ class LogSink:
         """Queue one line (without its newline); never blocks."""
         self._queue(line)
 
-    def write_later(self, render: Callable[..., str], *values: Any) -> None:
-        """Queue the line ``render(*values)`` returns, formatted by the writer. ``values`` must
-        not change once queued (numbers, strings); a ``render`` that raises drops its line,
-        counted."""
-        self._queue((render, values))
+    def add_render(self, render: Callable[..., str]) -> int:
+        """Register a function that formats a line from its values: the number to queue
+        such lines under (:meth:`write_later`)."""
+        self._renders.append(render)
+        return len(self._renders) - 1
 
-    def _queue(self, item: str | tuple[Callable[..., str], tuple[Any, ...]]) -> None:
+    def write_later(self, *item: Any) -> None:
+        """Queue ``item``, ``(number, *values)``: the writer writes the line that the
+        ``render`` registered as ``number`` returns for ``values``; one that raises drops its
+        line, counted. ``values`` must be numbers, strings or ``None``: they must not change
+        once queued, and a tuple of them is one the garbage collector stops tracking at its
+        first pass (lines waiting for the writer then add nothing to its full collections)."""
+        self._queue(item)
+
+    def _queue(self, item: str | tuple[Any, ...]) -> None:
         if len(self._lines) >= self._capacity:
             self._on_drop()
             return
@@ -96,7 +103,7 @@ class LogSink:
         self._thread.start()
 
     def _run(self) -> None:
-        lines = self._lines
+        lines, renders = self._lines, self._renders
         while True:
             self._wake.wait(WRITE_INTERVAL)
             self._wake.clear()
@@ -106,9 +113,8 @@ class LogSink:
                 while lines and len(batch) < 512:
                     item = lines.popleft()
                     if not isinstance(item, str):
-                        render, values = item
                         try:
-                            item = render(*values)
+                            item = renders[item[0]](*item[1:])
                         except Exception:  # noqa: BLE001 - one bad line, not the writer
                             self._on_drop()
                             continue

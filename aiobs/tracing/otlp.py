@@ -13,16 +13,19 @@ from __future__ import annotations
 import inspect
 import logging
 import struct
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk import trace as sdk_trace
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind
 
 from aiobs.tracing.spans import LeanSpan
 
@@ -252,37 +255,40 @@ def encode_span(span: ReadableSpan) -> bytes:
     return b"".join(parts)
 
 
-class EncodedSpan:
-    """A sampled span already in its OTLP bytes, with its resource and scope: what the batch
-    processor queues in place of the SDK's span when batches go directly
-    (:meth:`FastOTLPSpanExporter.pre_encode`). One small object instead of the span's twenty-odd,
-    so that the spans waiting for their batch do not feed the garbage collector, whose full
-    collections stall the event loop for tens of milliseconds (benchmarks/README.md)."""
+EncodedSpan = tuple[bytes, int]
+"""A sampled span already in its OTLP bytes, with the index of its resource and scope among
+the exporter's origins: what the batch processor queues in place of the SDK's span when
+batches go directly (:meth:`FastOTLPSpanExporter.pre_encode`). A plain tuple of a bytes and an
+int, which the cyclic garbage collector stops tracking at its first pass: the spans waiting
+for their batch do not add to its full collections, which stall the event loop for tens of
+milliseconds (benchmarks/README.md)."""
 
-    __slots__ = ("data", "resource", "scope")
-    context = SpanContext(0, 0, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
-    """All the batch processor reads of what it queues: that it is sampled."""
+Origin = tuple[Resource, InstrumentationScope | None]
 
-    def __init__(self, span: ReadableSpan) -> None:
-        self.data = encode_span(span)
-        self.resource = span.resource
-        self.scope = span.instrumentation_scope or None
+MAX_ORIGINS = 256
+"""(resource, scope) pairs an exporter numbers; spans of further pairs are queued as they are
+(the SDK's default tracer provider has one resource, and services a handful of scopes)."""
 
 
-def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
+def encode_request(
+    spans: Sequence[ReadableSpan | EncodedSpan], origins: Sequence[Origin] = ()
+) -> bytes:
     """An ``ExportTraceServiceRequest``: spans grouped by resource, then by scope, in the
-    order they came (as the SDK's ``encode_spans`` groups them)."""
+    order they came (as the SDK's ``encode_spans`` groups them). An encoded span's resource
+    and scope are ``origins[index]``."""
     # Grouped by identity first (hashing a Resource serialises its attributes), then merged
     # by equality, which is how the SDK groups them.
     by_identity: dict[int, tuple[Any, dict[Any, list[bytes]]]] = {}
     for span in spans:
-        if isinstance(span, EncodedSpan):
-            scope, data = span.scope, span.data
+        if isinstance(span, tuple):
+            data, index = span
+            resource, scope = origins[index]
         else:
-            scope, data = span.instrumentation_scope or None, encode_span(span)
-        entry = by_identity.get(id(span.resource))
+            resource, scope = span.resource, span.instrumentation_scope or None
+            data = encode_span(span)
+        entry = by_identity.get(id(resource))
         if entry is None:
-            entry = by_identity[id(span.resource)] = (span.resource, {})
+            entry = by_identity[id(resource)] = (resource, {})
         entry[1].setdefault(scope, []).append(data)
     grouped: list[tuple[Any, dict[Any, list[bytes]]]] = []
     for resource, scopes in by_identity.values():
@@ -330,6 +336,16 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._direct_client = direct_client(self)
+        # The (resource, scope) pairs of the spans encoded so far, appended (under the lock) by
+        # the threads that end spans, read by the export thread; the last one found, as one
+        # tuple, read without the lock.
+        self._origins: list[Origin] = []
+        self._origins_lock = threading.Lock()
+        self._last_origin: tuple[Resource | None, InstrumentationScope | None, int] = (
+            None,
+            None,
+            -1,
+        )
 
     @property
     def direct(self) -> bool:
@@ -342,14 +358,36 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
         attribute: the SDK encodes it at export)."""
         if self._direct_client is None:
             return span
+        index = self._origin(span.resource, span.instrumentation_scope or None)
+        if index < 0:
+            return span
         try:
-            return EncodedSpan(span)
+            return (encode_span(span), index)
         except Exception:  # noqa: BLE001
             _log.debug("direct encoding failed; the SDK encodes this span", exc_info=True)
             return span
 
+    def _origin(self, resource: Resource, scope: InstrumentationScope | None) -> int:
+        """The index of ``(resource, scope)`` in the exporter's origins, added if new; -1 when
+        there are ``MAX_ORIGINS`` already."""
+        last_resource, last_scope, index = self._last_origin
+        if resource is last_resource and scope is last_scope:
+            return index
+        with self._origins_lock:
+            origins = self._origins
+            found = [i for i, (r, s) in enumerate(origins) if r is resource and s is scope]
+            if found:
+                index = found[0]
+            elif len(origins) < MAX_ORIGINS:
+                origins.append((resource, scope))
+                index = len(origins) - 1
+            else:
+                return -1
+        self._last_origin = (resource, scope, index)
+        return index
+
     def export(self, spans: Sequence[ReadableSpan | EncodedSpan]) -> SpanExportResult:
-        encoded = [span for span in spans if isinstance(span, EncodedSpan)]
+        encoded = [span for span in spans if isinstance(span, tuple)]
         client = self._direct_client
         if client is None or self._shutdown:
             if encoded:  # encoded for a direct path that is gone: the SDK cannot send them
@@ -357,13 +395,13 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
                 return SpanExportResult.FAILURE
             return super().export(spans)  # type: ignore[arg-type]  # no EncodedSpan here
         try:
-            data = encode_request(spans)
+            data = encode_request(spans, self._origins)
         except Exception:  # noqa: BLE001 - an odd attribute: let the SDK encode those spans
             _log.debug("direct encoding failed; the SDK encodes this batch", exc_info=True)
-            plain = [span for span in spans if not isinstance(span, EncodedSpan)]
+            plain = [span for span in spans if not isinstance(span, tuple)]
             results = [super().export(plain)]
             if encoded:
-                results.append(self._send(client, encode_request(encoded), []))
+                results.append(self._send(client, encode_request(encoded, self._origins), []))
             ok = all(result is SpanExportResult.SUCCESS for result in results)
             return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
         return self._send(client, data, [] if encoded else spans)  # type: ignore[arg-type]

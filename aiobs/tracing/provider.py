@@ -158,7 +158,8 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         # What BatchSpanProcessor.on_end calls once it has checked what on_end checks here.
         emit = getattr(batch_processor, "emit", None)
         self._emit: Callable[[Any], None] = emit if callable(emit) else super().on_end
-        self._pre_encode = pre_encode
+        # What pre_encode makes is read by the exporter alone, not by BatchSpanProcessor.on_end.
+        self._pre_encode = pre_encode if callable(emit) else None
 
     def on_end(self, span: ReadableSpan) -> None:
         context = span.context
